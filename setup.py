@@ -1,0 +1,29 @@
+"""dmltf: deep metric learning for TensorFlow 2 / Keras 3."""
+from setuptools import find_packages, setup
+
+setup(
+    name="dmltf",
+    version="0.1.0",
+    description="Deep metric learning for TensorFlow 2 / Keras 3: losses, miners, samplers, "
+    "retrieval metrics, a distributed trainer and reference-faithful ports.",
+    python_requires=">=3.10",
+    packages=find_packages(include=["dmltf", "dmltf.*"]),
+    py_modules=["config"],
+    install_requires=[
+        "tensorflow>=2.16",
+        "keras>=3.0",
+        "numpy",
+        "scipy",
+        "h5py",
+        "absl-py",
+        "faiss-cpu",
+        "scikit-learn",
+        "pillow",
+    ],
+    extras_require={
+        "test": ["pytest", "pytest-timeout"],
+        "tfds": ["tensorflow-datasets"],
+        # GPU faiss: replaces faiss-cpu on CUDA machines.
+        "gpu": ["faiss-gpu-cu12"],
+    },
+)

@@ -1,0 +1,19 @@
+"""Test set-up: quiet TF, no network caches in $HOME, and two logical CPU devices.
+
+The CPU is split before TensorFlow initialises so that MirroredStrategy tests have two
+replicas; everything else runs on the default strategy (the first device).
+"""
+import os
+import tempfile
+
+_tmp = tempfile.mkdtemp(prefix="dmltf-tests-")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_HOME", os.path.join(_tmp, "keras"))
+os.environ.setdefault("TFDS_DATA_DIR", os.path.join(_tmp, "tfds"))
+
+import tensorflow as tf  # noqa: E402
+
+_cpus = tf.config.list_physical_devices("CPU")
+tf.config.set_logical_device_configuration(
+    _cpus[0], [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
