@@ -25,6 +25,12 @@ def names():
     return sorted(_REGISTRY)
 
 
+def get_class(name):
+    if name not in _REGISTRY:
+        raise ValueError(f"Unknown miner {name!r}; valid names: {', '.join(names())}")
+    return _REGISTRY[name]
+
+
 def get(identifier, **kwargs):
     """A miner from its name (with constructor kwargs), a serialized dict, or the object; None stays None."""
     if identifier is None or isinstance(identifier, Miner):
@@ -32,9 +38,7 @@ def get(identifier, **kwargs):
     if isinstance(identifier, dict):
         kwargs = {**identifier.get("config", {}), **kwargs}
         identifier = identifier["name"]
-    if identifier not in _REGISTRY:
-        raise ValueError(f"Unknown miner {identifier!r}; valid names: {', '.join(names())}")
-    return _REGISTRY[identifier](**kwargs)
+    return get_class(identifier)(**kwargs)
 
 
 def serialize(miner):
