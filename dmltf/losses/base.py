@@ -39,17 +39,20 @@ def prepare_inputs(labels, embeddings, ref_labels=None, ref_embeddings=None):
 
 def reduce(losses, weights, reduction):
     """Weighted reduction that gives 0 (and a zero gradient) when nothing is weighted."""
-    weighted = losses * weights
-    total = ops.sum(weighted)
+    return ops.sum(losses * weights) / reduction_count(losses, weights, reduction)
+
+
+def reduction_count(losses, weights, reduction):
+    """What ``reduce`` divides the weighted sum by (at least 1), for terms normalised alike."""
     if reduction == "sum":
-        return total
+        return 1.0
     if reduction == "mean":
         count = ops.sum(weights)
     elif reduction == "mean_nonzero":
-        count = ops.sum(ops.cast(weighted > 0, "float32"))
+        count = ops.sum(ops.cast(losses * weights > 0, "float32"))
     else:
         raise ValueError(f"Unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
-    return total / ops.maximum(count, 1.0)
+    return ops.maximum(count, 1.0)
 
 
 class MetricLoss(keras.layers.Layer):
@@ -107,10 +110,14 @@ class PairLoss(MetricLoss):
         self.miner = miners_lib.get(miner or self.default_miner)
 
     def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
+        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
+        return self.pair_loss(mat, mined, self.distance)
+
+    def mine(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
+        """The [B, R] matrix and the miner's selection (for losses that also need the embeddings)."""
         mat = self.distance.pairwise(embeddings, ref_embeddings)
         pos, neg = label_masks(labels, ref_labels, same_source)
-        mined = self.miner.mine_for_loss(mat, pos, neg, self.distance, embeddings, ref_embeddings)
-        return self.pair_loss(mat, mined, self.distance)
+        return mat, self.miner.mine_for_loss(mat, pos, neg, self.distance, embeddings, ref_embeddings)
 
     def pair_loss(self, mat, mined, distance):
         raise NotImplementedError
