@@ -1,0 +1,15 @@
+"""Retrieval evaluation: exact kNN (faiss or chunked TF), recall@K, precision@1, R-precision,
+MAP@R, NMI, AMI and pair-counting F1 (METHODS.md section 6).
+
+Example:
+    >>> import numpy as np
+    >>> from dmltf import evaluation
+    >>> x = np.random.default_rng(0).normal(size=(40, 8)).astype("float32")
+    >>> y = np.arange(40) % 4
+    >>> sorted(evaluation.evaluate(x, y, metrics=("recall@1", "f1")))
+    ['f1', 'num_lone_queries', 'num_queries', 'recall@1']
+"""
+from dmltf.evaluation.search import knn
+from dmltf.evaluation.metrics import DEFAULT_METRICS, evaluate, metric_names
+
+__all__ = ["DEFAULT_METRICS", "evaluate", "knn", "metric_names"]

@@ -1,0 +1,68 @@
+"""k-means of the query embeddings and the clustering metrics NMI, AMI and pair-counting F1.
+
+References: METHODS.md section 6; k-means as in Revisiting-DML ``metrics/__init__.py``
+(faiss ``Clustering``, 20 iterations, every point used: min_points_per_centroid = 1, no
+subsampling) or scikit-learn ``KMeans(random_state=seed)`` (DVML port, dml-tf, SoftTriple);
+F1 as in Revisiting-DML ``metrics/f1.py`` / GeDML ``metrics.f1_score``.
+
+* NMI = I(Y; C) / mean(H(Y), H(C)) and AMI = (I - E[I]) / (mean(H(Y), H(C)) - E[I]), both
+  sklearn with ``average_method="arithmetic"``.
+* F1 = 2PR / (P + R), P = TP / #same-cluster pairs, R = TP / #same-class pairs, TP =
+  #pairs with the same class and cluster; counted from the class x cluster contingency table,
+  so it is O(N) memory. Convention where a ratio is 0/0 (no same-cluster or no same-class
+  pair, e.g. all labels distinct): that ratio is 0, and F1 = 0 when P + R = 0.
+"""
+import numpy as np
+from sklearn import metrics as sk_metrics
+from sklearn.metrics.cluster import contingency_matrix
+
+KMEANS_BACKENDS = ("faiss", "sklearn")
+FAISS_KMEANS_ITERATIONS = 20
+
+
+def kmeans(x, num_clusters, backend="faiss", seed=0):
+    """Cluster index of each row of float32 ``x`` [N, D] (k-means with ``num_clusters``)."""
+    if backend not in KMEANS_BACKENDS:
+        raise ValueError(f"Unknown kmeans_backend {backend!r}; valid names: {', '.join(KMEANS_BACKENDS)}")
+    if not 1 <= num_clusters <= len(x):
+        raise ValueError(f"num_clusters={num_clusters} must be between 1 and the {len(x)} points")
+    if backend == "sklearn":
+        from sklearn.cluster import KMeans
+
+        return KMeans(n_clusters=num_clusters, random_state=seed).fit_predict(x)
+    import faiss
+
+    clustering = faiss.Clustering(x.shape[1], num_clusters)
+    clustering.niter = FAISS_KMEANS_ITERATIONS
+    clustering.seed = seed
+    clustering.min_points_per_centroid = 1
+    clustering.max_points_per_centroid = len(x)  # use every point, no subsampling
+    clustering.train(x, faiss.IndexFlatL2(x.shape[1]))
+    centroids = faiss.IndexFlatL2(x.shape[1])
+    centroids.add(faiss.vector_to_array(clustering.centroids).reshape(num_clusters, x.shape[1]))
+    return centroids.search(x, 1)[1][:, 0]
+
+
+def nmi(labels, clusters):
+    return sk_metrics.normalized_mutual_info_score(labels, clusters, average_method="arithmetic")
+
+
+def ami(labels, clusters):
+    return sk_metrics.adjusted_mutual_info_score(labels, clusters, average_method="arithmetic")
+
+
+def _pairs(counts):
+    counts = np.asarray(counts, "float64").ravel()
+    return float((counts * (counts - 1) / 2).sum())
+
+
+def f1(labels, clusters):
+    table = contingency_matrix(labels, clusters, sparse=True)
+    true_pairs = _pairs(table.data)
+    same_cluster, same_class = _pairs(table.sum(axis=0)), _pairs(table.sum(axis=1))
+    precision = true_pairs / same_cluster if same_cluster else 0.0
+    recall = true_pairs / same_class if same_class else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+METRICS = {"nmi": nmi, "ami": ami, "f1": f1}

@@ -1,0 +1,151 @@
+"""``evaluate``: retrieval and clustering metrics of an embedding (DESIGN.md "Metrics").
+
+Definitions in METHODS.md section 6; the formulas are in :mod:`.retrieval` and
+:mod:`.clustering`, the search in :mod:`.search`.
+
+* Without references the query set is the reference set and each query's own entry is
+  excluded (by index). With ``ref_embeddings``/``ref_labels`` the queries are searched among
+  those references as given (no exclusion).
+* A query is "lone" when no other reference has its label (R_q = 0). Lone queries are
+  excluded from every retrieval metric and counted in ``num_lone_queries``; ``num_queries``
+  counts all queries. A retrieval metric with no non-lone query is NaN.
+* Clustering metrics (``nmi``, ``ami``, ``f1``) use every query, lone ones included (a lone
+  label is still a class that k-means should isolate): k-means on the query embeddings (after
+  L2 normalisation when ``distance="cosine"``) with k = the number of distinct query labels
+  unless ``num_clusters`` is given.
+* Neighbours searched per query: the largest K of the requested recall@K, and for
+  ``r_precision``/``map@r`` max R_q (the largest class count, minus one without
+  references), capped at the number of available references. Only [chunk, k] results are held
+  at a time, so memory is O(N * D + chunk * k): no cap on k is needed for exactness. On a faiss
+  GPU, a k above 1,024 makes the search run on the CPU (see :mod:`.search`).
+* Labels: any 1-D values (only equality matters); embeddings and labels may be numpy arrays
+  or tensors. The retrieval metric arithmetic runs on the host in numpy (it reads only the
+  [chunk, k] neighbour labels).
+
+Example:
+    >>> import numpy as np
+    >>> from dmltf import evaluation
+    >>> x = np.array([[0.0], [0.1], [5.0], [5.2], [9.0]], "float32")
+    >>> r = evaluation.evaluate(x, [0, 0, 1, 1, 2], metrics=("recall@1", "map@r", "nmi"))
+    >>> [round(r[m], 3) for m in ("recall@1", "map@r", "nmi")], r["num_lone_queries"]
+    ([1.0, 1.0, 1.0], 1)
+"""
+import numpy as np
+
+from dmltf.evaluation import clustering, retrieval
+from dmltf.evaluation.search import iter_knn, prepare_embeddings, resolve_backend, to_numpy
+
+DEFAULT_METRICS = (
+    "recall@1", "recall@2", "recall@4", "recall@8",
+    "precision@1", "r_precision", "map@r", "nmi", "ami", "f1",
+)  # fmt: skip
+
+
+def metric_names():
+    """Valid metric names; ``recall@K`` stands for any integer K >= 1."""
+    return ("recall@K", *retrieval.METRICS, *clustering.METRICS)
+
+
+def _check_metrics(metrics):
+    metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
+    if not metrics:
+        raise ValueError(f"metrics is empty; valid names: {', '.join(metric_names())}")
+    for name in metrics:
+        if not isinstance(name, str) or (retrieval.get(name) is None and name not in clustering.METRICS):
+            raise ValueError(
+                f"Unknown metric {name!r}; valid names: {', '.join(metric_names())} "
+                "(recall@K with any integer K >= 1)"
+            )
+    return dict.fromkeys(metrics)  # ordered, without repeats
+
+
+def _labels(labels, num, name):
+    labels = to_numpy(labels, name)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise ValueError(f"{name} must be 1-D, got shape {labels.shape}")
+    if len(labels) != num:
+        raise ValueError(f"{name} has {len(labels)} entries but the embeddings have {num} rows")
+    return labels
+
+
+def evaluate(
+    embeddings,
+    labels,
+    ref_embeddings=None,
+    ref_labels=None,
+    metrics=DEFAULT_METRICS,
+    distance="euclidean",
+    backend="auto",
+    num_clusters=None,
+    kmeans_backend="faiss",
+    seed=0,
+    chunk_size=None,
+):
+    """Metrics of the queries ``embeddings`` [Q, D] with ``labels`` [Q] (see the module docstring).
+
+    Args:
+        ref_embeddings, ref_labels: the reference (gallery) set; both or neither.
+        metrics: names from :func:`metric_names` (``recall@K`` for any K).
+        distance: ``"euclidean"`` (embeddings used as given), ``"cosine"`` or ``"dot"``.
+        backend: kNN backend, ``"faiss"``, ``"tf"`` or ``"auto"``.
+        num_clusters: k of k-means (default: number of distinct query labels).
+        kmeans_backend: ``"faiss"`` (20 iterations, seeded) or ``"sklearn"``.
+        chunk_size: queries searched at once (see :func:`dmltf.evaluation.knn`).
+
+    Returns:
+        dict with a float per requested metric, ``num_queries`` and ``num_lone_queries``.
+    """
+    metrics = _check_metrics(metrics)
+    backend = resolve_backend(backend)
+    if kmeans_backend not in clustering.KMEANS_BACKENDS:
+        raise ValueError(f"Unknown kmeans_backend {kmeans_backend!r}; valid names: {', '.join(clustering.KMEANS_BACKENDS)}")
+    if (ref_embeddings is None) != (ref_labels is None):
+        raise ValueError("give both ref_embeddings and ref_labels, or neither")
+    queries = prepare_embeddings(embeddings, distance, "embeddings")
+    if not len(queries):
+        raise ValueError("embeddings is empty")
+    query_labels = _labels(labels, len(queries), "labels")
+    exclude_self = ref_embeddings is None
+    if exclude_self:
+        refs, ref_labels = queries, query_labels
+    else:
+        refs = prepare_embeddings(ref_embeddings, distance, "ref_embeddings")
+        if not len(refs):
+            raise ValueError("ref_embeddings is empty")
+        if refs.shape[1] != queries.shape[1]:
+            raise ValueError(f"ref_embeddings have dimension {refs.shape[1]} but embeddings {queries.shape[1]}")
+        ref_labels = _labels(ref_labels, len(refs), "ref_labels")
+
+    # Integer codes shared by queries and references: only label equality matters.
+    _, codes = np.unique(np.concatenate([query_labels, ref_labels]), return_inverse=True)
+    query_codes, ref_codes = codes[: len(queries)], codes[len(queries) :]
+    r = np.bincount(ref_codes, minlength=codes.max() + 1)[query_codes] - int(exclude_self)
+    valid = r > 0
+    results = {}
+
+    retrieval_metrics = {name: retrieval.get(name) for name in metrics if retrieval.get(name)}
+    if retrieval_metrics:
+        sums = dict.fromkeys(retrieval_metrics, 0.0)
+        if valid.any():
+            k = max(metric.needs_k(int(r.max())) for metric in retrieval_metrics.values())
+            k = min(k, len(refs) - int(exclude_self))
+            for start, _, indices in iter_knn(queries, refs, k, exclude_self, backend, distance, chunk_size):
+                rows = slice(start, start + len(indices))
+                keep = valid[rows]
+                match = ref_codes[indices[keep]] == query_codes[rows][keep][:, None]
+                for name, metric in retrieval_metrics.items():
+                    sums[name] += float(metric.per_query(match, r[rows][keep]).sum())
+        num_valid = int(valid.sum())
+        results.update({name: total / num_valid if num_valid else float("nan") for name, total in sums.items()})
+
+    clustering_metrics = [name for name in metrics if name in clustering.METRICS]
+    if clustering_metrics:
+        k = num_clusters or len(np.unique(query_codes))
+        clusters = clustering.kmeans(queries, k, kmeans_backend, seed)
+        results.update({name: float(clustering.METRICS[name](query_codes, clusters)) for name in clustering_metrics})
+
+    results = {name: results[name] for name in metrics}
+    results.update(num_queries=len(queries), num_lone_queries=int((~valid).sum()))
+    return results
