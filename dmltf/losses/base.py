@@ -103,11 +103,17 @@ class PairLoss(MetricLoss):
 
     default_distance = "euclidean"
     default_miner = "all"
+    requires_similarity = False  # True for losses defined on similarities (cosine, dot) only
 
     def __init__(self, distance=None, miner=None, **kwargs):
         super().__init__(**kwargs)
         self.distance = distances_lib.get(distance or self.default_distance)
         self.miner = miners_lib.get(miner or self.default_miner)
+        if self.requires_similarity and not self.distance.is_inverted:
+            raise ValueError(
+                f"{type(self).__name__} is defined on similarities: use distance='cosine' or 'dot', "
+                f"not {self.distance.name!r}"
+            )
 
     def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
         mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
