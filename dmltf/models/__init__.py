@@ -10,6 +10,7 @@ import keras
 
 from dmltf.layers import EmbeddingHead, GlobalPooling
 from dmltf.models import backbones
+from dmltf.models import bn_inception, googlenet, resnet_torch  # noqa: F401  (register backbones)
 
 
 def build_embedding_model(
