@@ -144,6 +144,9 @@ class HDF5Split(Split):
         return _bytes_array(self._images[start:stop])
 
     def read_rows(self, indices):
+        indices = np.asarray(indices)
+        if len(indices) and np.array_equal(indices, np.arange(indices[0], indices[0] + len(indices))):
+            return self.read(int(indices[0]), int(indices[0]) + len(indices))  # one slice (eval order)
         # One contiguous read per distinct row, in increasing order, then scattered back.
         unique, inverse = np.unique(indices, return_inverse=True)
         rows = [self._images[int(i)] for i in unique]

@@ -142,11 +142,14 @@ class TFRecordSplit(Split):
         shape = self.image_shape
         return np.frombuffer(b"".join(data), np.uint8).reshape(len(data), *shape)
 
-    def read_rows(self, indices):
+    def reader(self):
         if not self.fits_in_memory():
             raise MemoryError(f"{self._where} takes {self.stored_bytes} bytes, more than the "
                               f"{memory_budget()} bytes the pipeline may hold in RAM, and TFRecords have no "
                               f"random access; convert it to HDF5 (--format hdf5) or raise $DMLTF_DATA_RAM_BYTES")
+        return super().reader()
+
+    def read_rows(self, indices):
         return self.reader()(indices)
 
 

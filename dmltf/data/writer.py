@@ -32,22 +32,13 @@ import uuid
 import numpy as np
 
 from dmltf.data import images as imglib
+from dmltf.data.hdf5 import HDF5Writer
+from dmltf.data.tfrecord import TFRecordWriter
 
 FORMATS = ("hdf5", "tfrecord")
 ENCODINGS = ("raw", "jpeg")
 _SPLIT_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _BLOCK = 256  # examples buffered before a backend write (one h5py call per field per block)
-
-
-def _backend(fmt):
-    # Imported lazily: the HDF5 path must not pay for importing TensorFlow.
-    if fmt == "hdf5":
-        from dmltf.data.hdf5 import HDF5Writer
-
-        return HDF5Writer
-    from dmltf.data.tfrecord import TFRecordWriter
-
-    return TFRecordWriter
 
 
 def remove_path(path):
@@ -95,7 +86,8 @@ class DatasetWriter:
         os.makedirs(parent, exist_ok=True)
         self._tmp = os.path.join(parent, f".{base}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         kwargs = {"shard_bytes": shard_bytes} if format == "tfrecord" else {}
-        self._out = _backend(format)(self._tmp, self.class_names, metadata, **kwargs)
+        backend = HDF5Writer if format == "hdf5" else TFRecordWriter
+        self._out = backend(self._tmp, self.class_names, metadata, **kwargs)
         self._split = None
         self._done_splits = set()
         self._closed = False

@@ -1,0 +1,204 @@
+"""Augmentation presets, named after the code base they reproduce.
+
+Each preset maps one uint8 image [H, W, C] to float32 [h, w, C] in [0, 255]: ``train(image,
+seed)`` is random but a pure function of the stateless ``seed`` (int64 [2]), ``eval(image)`` is
+deterministic. ``image_size`` (an int or (h, w)) overrides the crop size; the resize before a
+crop scales with it (e.g. ``dmltf`` with image_size=112 resizes to 128).
+
+=================  =====================================================  ==============================
+name               train                                                  eval
+=================  =====================================================  ==============================
+``none``           no geometric change; resize to image_size if given     same as train
+``dmltf``          resize to 256x256 (aspect not kept), random 224 crop,  resize 256x256, centre crop 224
+                   horizontal flip p=0.5 (shi510/dml-tf input_pipeline)
+``torch_imagenet`` torchvision RandomResizedCrop(224, scale (0.08, 1),    Resize(256) of the short side,
+                   ratio (3/4, 4/3)) + flip p=0.5                         CenterCrop(224)
+``dvml``           resize to 256x256 unless already, random 227 crop,     resize 256x256, centre crop 227
+                   flip p=0.5 (DVML ``RandomFixedSizeCrop``)
+=================  =====================================================  ==============================
+
+Resizing is bilinear with antialiasing (as PIL's bilinear filter that torchvision uses on PIL
+images); ``tf.image`` is used because keras.ops has no stateless random crops. Deviation:
+torchvision rounds resized values back to uint8; here they stay float32.
+
+Example:
+    >>> import numpy as np, tensorflow as tf
+    >>> from dmltf.data import augmentation
+    >>> aug = augmentation.get("dmltf", image_size=112)
+    >>> img = tf.zeros((300, 200, 3), tf.uint8)
+    >>> tuple(aug.train(img, tf.constant([1, 2], tf.int64)).shape), tuple(aug.eval(img).shape)
+    ((112, 112, 3), (112, 112, 3))
+"""
+import math
+
+import tensorflow as tf
+
+_REGISTRY = {}
+
+
+def register(name):
+    def wrap(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def names():
+    return sorted(_REGISTRY)
+
+
+def get(identifier, image_size=None):
+    """A preset by name (or an Augmentation object, returned as is)."""
+    if isinstance(identifier, Augmentation):
+        return identifier
+    if identifier not in _REGISTRY:
+        raise ValueError(f"Unknown augmentation {identifier!r}; valid names: {', '.join(names())}")
+    return _REGISTRY[identifier](image_size)
+
+
+def _pair(size):
+    return None if size is None else ((int(size), int(size)) if isinstance(size, (int, float)) else tuple(size))
+
+
+def resize(image, size):
+    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear", antialias=True)
+
+
+def crop(image, top, left, size):
+    return tf.image.crop_to_bounding_box(image, top, left, size[0], size[1])
+
+
+def centre_crop(image, size):
+    """torchvision CenterCrop offsets: round((H - h) / 2) (half to even, as Python's round)."""
+    shape = tf.shape(image)
+    top = tf.cast(tf.round((shape[0] - size[0]) / 2), tf.int32)
+    left = tf.cast(tf.round((shape[1] - size[1]) / 2), tf.int32)
+    return crop(image, top, left, size)
+
+
+def random_offset(u, room):
+    """Uniform integer in [0, room] from u ~ U[0, 1)."""
+    return tf.minimum(tf.cast(tf.floor(u * tf.cast(room + 1, tf.float32)), tf.int32), room)
+
+
+def random_flip(image, seed):
+    flip = tf.random.stateless_uniform([], seed) < 0.5
+    return tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
+
+
+class Augmentation:
+    """Base preset: ``size`` is the output (h, w), None when the input size is kept."""
+
+    name = None
+    default_size = None
+
+    def __init__(self, image_size=None):
+        self.size = _pair(image_size) or self.default_size
+
+    def output_shape(self, input_shape, channels):
+        """(h, w, channels) made from ``input_shape`` ((H, W, C), or None if unknown / varying)."""
+        if self.size is not None:
+            return (*self.size, channels)
+        return None if input_shape is None else tuple(input_shape)
+
+    def train(self, image, seed):
+        raise NotImplementedError
+
+    def eval(self, image):
+        raise NotImplementedError
+
+    def _scaled(self, reference_resize, reference_crop):
+        """The resize before a crop, scaled as image_size scales the reference crop."""
+        return tuple(int(round(s * reference_resize / reference_crop)) for s in self.size)
+
+
+@register("none")
+class NoAugmentation(Augmentation):
+    def train(self, image, seed):
+        return self.eval(image)
+
+    def eval(self, image):
+        return tf.cast(image, tf.float32) if self.size is None else resize(image, self.size)
+
+
+class _SquareResizeCrop(Augmentation):
+    """Square resize, then a random (train) or centre (eval) crop, and a flip (train)."""
+
+    reference_resize = None
+
+    def __init__(self, image_size=None):
+        super().__init__(image_size)
+        self.resize_size = self._scaled(self.reference_resize, self.default_size[0])
+
+    def train(self, image, seed):
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        image = resize(image, self.resize_size)
+        u = tf.random.stateless_uniform([2], crop_seed)
+        top = random_offset(u[0], self.resize_size[0] - self.size[0])
+        left = random_offset(u[1], self.resize_size[1] - self.size[1])
+        return random_flip(crop(image, top, left, self.size), flip_seed)
+
+    def eval(self, image):
+        return centre_crop(resize(image, self.resize_size), self.size)
+
+
+@register("dmltf")
+class DmltfAugmentation(_SquareResizeCrop):
+    default_size = (224, 224)
+    reference_resize = 256
+
+
+@register("dvml")
+class DvmlAugmentation(_SquareResizeCrop):
+    default_size = (227, 227)
+    reference_resize = 256
+
+
+@register("torch_imagenet")
+class TorchImagenetAugmentation(Augmentation):
+    """torchvision RandomResizedCrop + RandomHorizontalFlip; eval Resize(256) + CenterCrop(224)."""
+
+    default_size = (224, 224)
+    scale = (0.08, 1.0)
+    ratio = (3 / 4, 4 / 3)
+    attempts = 10
+
+    def train(self, image, seed):
+        box_seed, offset_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        top, left, h, w = self._crop_box(tf.shape(image)[0], tf.shape(image)[1], box_seed, offset_seed)
+        image = resize(tf.image.crop_to_bounding_box(image, top, left, h, w), self.size)
+        return random_flip(image, flip_seed)
+
+    def _crop_box(self, height, width, box_seed, offset_seed):
+        """torchvision RandomResizedCrop.get_params: 10 tries, then a centre crop of clamped ratio."""
+        H, W = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
+        u = tf.random.stateless_uniform([2, self.attempts], box_seed)
+        area = H * W * (self.scale[0] + u[0] * (self.scale[1] - self.scale[0]))
+        log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
+        aspect = tf.exp(log_lo + u[1] * (log_hi - log_lo))
+        ws = tf.cast(tf.round(tf.sqrt(area * aspect)), tf.int32)
+        hs = tf.cast(tf.round(tf.sqrt(area / aspect)), tf.int32)
+        ok = (ws > 0) & (ws <= width) & (hs > 0) & (hs <= height)
+        first = tf.argmax(tf.cast(ok, tf.int32), output_type=tf.int32)  # first successful try
+
+        def tried():
+            h, w = hs[first], ws[first]
+            v = tf.random.stateless_uniform([2], offset_seed)
+            return random_offset(v[0], height - h), random_offset(v[1], width - w), h, w
+
+        def fallback():
+            in_ratio = W / H
+            w = tf.where(in_ratio > self.ratio[1], tf.cast(tf.round(H * self.ratio[1]), tf.int32), width)
+            h = tf.where(in_ratio < self.ratio[0], tf.cast(tf.round(W / self.ratio[0]), tf.int32), height)
+            return (height - h) // 2, (width - w) // 2, h, w
+
+        return tf.cond(tf.reduce_any(ok), tried, fallback)
+
+    def eval(self, image):
+        """Resize(256 * size / 224) of the short side (long side truncated, as torchvision), crop."""
+        short = self._scaled(256, 224)[0]
+        shape = tf.cast(tf.shape(image)[:2], tf.float64)
+        hw = tf.cast(tf.floor(short * shape / tf.reduce_min(shape)), tf.int32)
+        return centre_crop(resize(image, hw), self.size)

@@ -1,0 +1,92 @@
+"""Backbone input preprocessing, applied after augmentation to float32 images in [0, 255].
+
+=========================  ==================================================================
+name                       output
+=========================  ==================================================================
+``none``                   x / 255, in [0, 1] (any channel count)
+``raw``                    x unchanged, 0-255 (any channel count)
+``caffe_bgr``              RGB -> BGR, minus per-channel means (B, G, R) = (104, 117, 123):
+                           Caffe GoogLeNet as in DVML (``means=`` overrides)
+``caffe_bgr_bninception``  as caffe_bgr with means (104, 117, 128): Cadene BN-Inception
+``torch_imagenet``         x / 255, minus mean (0.485, 0.456, 0.406), over std (0.229, 0.224, 0.225)
+``keras_inception``        x / 127.5 - 1, in [-1, 1] (Keras Applications "tf" mode)
+=========================  ==================================================================
+
+Written with keras.ops, so the same function serves a single image or a batch (last axis =
+channels).
+
+Example:
+    >>> import numpy as np
+    >>> from dmltf.data import preprocessing
+    >>> f = preprocessing.get("caffe_bgr")
+    >>> np.asarray(f(np.array([[10.0, 20.0, 200.0]], "float32"))).tolist()
+    [[96.0, -97.0, -113.0]]
+"""
+import functools
+
+from keras import ops
+
+_REGISTRY = {}
+
+
+def register(name):
+    def wrap(fn):
+        _REGISTRY[name] = fn
+        return fn
+
+    return wrap
+
+
+def names():
+    return sorted(_REGISTRY)
+
+
+def get(identifier, **kwargs):
+    """A preprocessing function by name (kwargs such as ``means=`` are bound), or a callable."""
+    if callable(identifier):
+        return identifier
+    if identifier not in _REGISTRY:
+        raise ValueError(f"Unknown preprocessing {identifier!r}; valid names: {', '.join(names())}")
+    fn = functools.partial(_REGISTRY[identifier], **kwargs)
+    fn.name = identifier
+    return fn
+
+
+def _require_rgb(x, name):
+    if x.shape[-1] != 3:
+        raise ValueError(f"preprocessing {name!r} needs RGB images (3 channels), got shape {tuple(x.shape)}; "
+                         f"use 'none' or 'raw' for grayscale")
+
+
+@register("none")
+def unit_range(x):
+    return ops.cast(x, "float32") / 255.0
+
+
+@register("raw")
+def raw(x):
+    return ops.cast(x, "float32")
+
+
+@register("caffe_bgr")
+def caffe_bgr(x, means=(104.0, 117.0, 123.0)):
+    """``means`` are in BGR order, as Caffe lists them."""
+    _require_rgb(x, "caffe_bgr")
+    return ops.flip(ops.cast(x, "float32"), axis=-1) - ops.convert_to_tensor(means, "float32")
+
+
+@register("caffe_bgr_bninception")
+def caffe_bgr_bninception(x):
+    return caffe_bgr(x, means=(104.0, 117.0, 128.0))
+
+
+@register("torch_imagenet")
+def torch_imagenet(x, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
+    _require_rgb(x, "torch_imagenet")
+    return (ops.cast(x, "float32") / 255.0 - ops.convert_to_tensor(mean, "float32")) / ops.convert_to_tensor(
+        std, "float32")
+
+
+@register("keras_inception")
+def keras_inception(x):
+    return ops.cast(x, "float32") / 127.5 - 1.0
