@@ -46,4 +46,11 @@ def serialize(miner):
 
 
 # Registration happens on import of each module.
-from dmltf.miners import all_triplets, semi_hard  # noqa: E402,F401
+from dmltf.miners import (  # noqa: E402,F401
+    all_triplets,
+    batch_hard,
+    distance_weighted,
+    multi_similarity,
+    pair_margin,
+    semi_hard,
+)

@@ -76,6 +76,23 @@ def to_triplets(mined):
     return Triplets(flat(a_idx), flat(p_idx), flat(n_idx), flat(w))
 
 
+def pair_lists(mat, mined):
+    """The used positive and negative pairs as flat lists ``(values, weights, rows)`` each.
+
+    A triplet miner's output gives one positive and one negative pair per triplet (a pair
+    used by several triplets counts as often); a pair miner's output gives each pair once.
+    ``rows`` are the query indices, e.g. to look up a per-class parameter of the anchor.
+    """
+    if isinstance(mined, Triplets):
+        a = mined.anchor
+        ap, an = gather_pairs(mat, a, mined.positive), gather_pairs(mat, a, mined.negative)
+        return (ap, mined.weight, a), (an, mined.weight, a)
+    b, r = ops.shape(mat)[0], ops.shape(mat)[1]
+    rows = ops.repeat(ops.arange(b), r)
+    flat = ops.reshape(mat, (-1,))
+    return (flat, ops.reshape(mined.pos, (-1,)), rows), (flat, ops.reshape(mined.neg, (-1,)), rows)
+
+
 def gather_pairs(mat, rows, cols):
     """mat[rows[t], cols[t]] for index vectors rows, cols."""
     r = ops.shape(mat)[1]
