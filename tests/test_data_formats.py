@@ -72,6 +72,8 @@ def test_jpeg_round_trip(tmp_path, fmt):
         for i in range(1, 6):
             w.add(images[i], i % 2)
         w.end_split()
+        w.metadata["skipped_images"] = 3  # known only at the end of a conversion
+    assert open_dataset(path).metadata == {"skipped_images": 3}
     s = open_dataset(path).split("train")
     assert s.encoding == "jpeg" and s.image_shape is None
     assert s.read(0, 1)[0] == given_bytes  # encoded bytes are stored verbatim
@@ -150,6 +152,8 @@ def test_writer_rejects_bad_examples(tmp_path):
         w.add(np.zeros((4, 4, 3), np.uint8), 1, super_label=0)
         w.end_split()
     assert open_dataset(tmp_path / "x.h5").split("train").extra_labels["super_labels"].tolist() == [1, 0]
+    with pytest.raises(ValueError, match="metadata must be JSON-serialisable"):
+        DatasetWriter(tmp_path / "z.h5", metadata={"when": object()})
     with pytest.raises(ValueError, match="Unknown format 'zip'; valid formats: hdf5, tfrecord"):
         DatasetWriter(tmp_path / "y", format="zip")
 

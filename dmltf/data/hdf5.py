@@ -21,6 +21,7 @@ Written by :class:`dmltf.data.DatasetWriter` (``format="hdf5"``), read by
 when streaming), never h5py fancy indexing, which is slow.
 """
 import json
+import os
 
 import h5py
 import numpy as np
@@ -34,11 +35,10 @@ _STR = h5py.string_dtype("utf-8")
 class HDF5Writer:
     """Backend of DatasetWriter: appends blocks of validated examples to an HDF5 file."""
 
-    def __init__(self, path, class_names, metadata):
+    def __init__(self, path, class_names):
         self._file = h5py.File(path, "w")
         self._file.attrs["dmltf_format"] = "hdf5"
         self._file.attrs["format_version"] = FORMAT_VERSION
-        self._file.attrs["metadata"] = json.dumps(metadata)
         if class_names is not None:
             self._file.create_dataset("class_names", data=np.array(class_names, dtype=object), dtype=_STR)
         self._splits = self._file.create_group("splits")
@@ -89,7 +89,8 @@ class HDF5Writer:
         g.attrs["num_examples"] = count
         g.attrs["extra_labels"] = np.array(extra_names, dtype=object).astype(_STR) if extra_names else []
 
-    def close(self):
+    def close(self, metadata):
+        self._file.attrs["metadata"] = json.dumps(metadata)
         self._file.close()
 
     def abort(self):
@@ -136,7 +137,7 @@ class HDF5Split(Split):
     def stored_bytes(self):
         if self.encoding == "raw":
             return int(np.prod(self._images.shape))
-        return int(self._images.id.get_storage_size()) + 16 * self.num_examples
+        return os.path.getsize(self.path)  # upper bound: h5py cannot size variable-length data cheaply
 
     def read(self, start, stop):
         if self.encoding == "raw":

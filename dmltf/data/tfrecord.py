@@ -38,12 +38,12 @@ def _int64(values):
 class TFRecordWriter:
     """Backend of DatasetWriter: writes size-capped shards and, on close, metadata.json."""
 
-    def __init__(self, path, class_names, metadata, shard_bytes):
+    def __init__(self, path, class_names, shard_bytes):
         os.makedirs(path)
         self._dir = path
         self._shard_bytes = int(shard_bytes)
         self._meta = {"dmltf_format": "tfrecord", "format_version": FORMAT_VERSION,
-                      "class_names": class_names or [], "metadata": metadata, "splits": {}}
+                      "class_names": class_names or [], "metadata": {}, "splits": {}}
         self._file = None
 
     def begin_split(self, name, num_examples, image_shape, encoding):
@@ -88,7 +88,8 @@ class TFRecordWriter:
             shard["file"] = final
         self._meta["splits"][split.pop("name")] = {**split, "num_examples": count, "extra_labels": extra_names}
 
-    def close(self):
+    def close(self, metadata):
+        self._meta["metadata"] = metadata
         with open(os.path.join(self._dir, METADATA), "w") as f:
             json.dump(self._meta, f, indent=1)
 

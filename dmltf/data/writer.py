@@ -59,7 +59,8 @@ class DatasetWriter:
             (encoded bytes; arrays given to ``add`` are encoded with ``jpeg_quality``).
         class_names: names indexed by class id; labels must lie in [0, len(class_names)).
             ``None`` stores no names and only checks labels >= 0.
-        metadata: JSON-serialisable dict stored as is (source, skipped image count, ...).
+        metadata: JSON-serialisable dict stored as is (source, skipped image count, ...). It is
+            written at close, so entries known only at the end may be set on ``writer.metadata``.
         overwrite: replace an existing ``path`` (only once the new output is complete).
         jpeg_quality: quality used to encode arrays when ``encoding="jpeg"``.
         shard_bytes: TFRecord only, start a new shard once a shard reaches this many bytes.
@@ -74,11 +75,8 @@ class DatasetWriter:
         self.path = os.path.abspath(os.fspath(path))
         if os.path.lexists(self.path) and not overwrite:
             raise FileExistsError(f"{self.path} already exists; pass overwrite=True (--overwrite) to replace it")
-        metadata = dict(metadata or {})
-        try:
-            json.dumps(metadata)
-        except TypeError as e:
-            raise ValueError(f"metadata must be JSON-serialisable: {e}") from None
+        self.metadata = dict(metadata or {})
+        self._check_metadata()
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.encoding = encoding
         self.jpeg_quality = int(jpeg_quality)
@@ -87,7 +85,7 @@ class DatasetWriter:
         self._tmp = os.path.join(parent, f".{base}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
         kwargs = {"shard_bytes": shard_bytes} if format == "tfrecord" else {}
         backend = HDF5Writer if format == "hdf5" else TFRecordWriter
-        self._out = backend(self._tmp, self.class_names, metadata, **kwargs)
+        self._out = backend(self._tmp, self.class_names, **kwargs)
         self._split = None
         self._done_splits = set()
         self._closed = False
@@ -167,7 +165,12 @@ class DatasetWriter:
         if not self._done_splits:
             self.abort()
             raise ValueError(f"no split was written; nothing saved at {self.path}")
-        self._out.close()
+        try:
+            self._check_metadata()
+        except ValueError:
+            self.abort()
+            raise
+        self._out.close(self.metadata)
         self._closed = True
         if os.path.lexists(self.path):  # overwrite=True (checked in __init__)
             old = self._tmp + ".old"
@@ -214,6 +217,12 @@ class DatasetWriter:
         array = imglib.check_uint8_hwc(image, f"{where}: image")
         self._check_shape(array, shape, where)
         return array if self.encoding == "raw" else imglib.encode_jpeg(array, self.jpeg_quality)
+
+    def _check_metadata(self):
+        try:
+            json.dumps(self.metadata)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"metadata must be JSON-serialisable: {e}") from None
 
     @staticmethod
     def _check_shape(array, shape, where):
