@@ -1,0 +1,16 @@
+"""CUB-200-2011 (CUB_200_2011/images + txt files) -> dmltf HDF5/TFRecord.
+
+Usage: python datasets/cub200_converter.py --root RAW_DIR --output OUT [options]; --help lists
+them. The code lives in dmltf/data/raw/cub200.py.
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Runs from a checkout without installing: the repository root holds the dmltf package.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from dmltf.data.raw.cub200 import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,427 @@
+"""Shared machinery of the dataset converters (``datasets/*_converter.py``).
+
+Each layout module (``cars196``, ``cub200``, ``sop``, ``folder``, ``tfds_source``) turns a
+download into ``{split: [Example, ...]}`` plus class names; ``convert`` does the rest for all
+of them: image reading (full decode, optional box crop, resize policy) in a thread pool, a
+progress bar, the list of unreadable images (fatal unless ``--skip_bad``), writing through
+``dmltf.data.DatasetWriter`` (or the DVML reference layout, ``dvml.py``) and the final table
+of images and classes per split next to the canonical counts of METHODS.md section 7.
+
+Labels are 0-based global class ids (e.g. Cars196 class 99 -> label 98), so a zero-shot test
+split keeps ids disjoint from the train split; ``class_names[label]`` names each one.
+"""
+import argparse
+import collections
+import concurrent.futures
+import dataclasses
+import io
+import os
+import sys
+import time
+
+import numpy as np
+from PIL import Image
+
+# METHODS.md section 7: (classes, images) per zero-shot split.
+CANONICAL = {
+    "cars196": {"train": (98, 8054), "test": (98, 8131)},
+    "cub200": {"train": (100, 5864), "test": (100, 5924)},
+    "sop": {"train": (11318, 59551), "test": (11316, 60502)},
+}
+RESIZE_POLICIES = ("square", "short_side", "none")
+# Pillow filters; "cv2_linear" is OpenCV's INTER_LINEAR, what the DVML / HDML converters used.
+RESAMPLERS = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "lanczos": Image.LANCZOS,
+              "cv2_linear": None}
+
+
+class LayoutError(ValueError):
+    """A raw download lacks an expected file, folder, variable or field."""
+
+
+class BadImagesError(RuntimeError):
+    """Some images could not be read; ``bad`` lists (name, reason)."""
+
+    def __init__(self, bad):
+        self.bad = list(bad)
+        lines = "\n".join(f"  {name}: {reason}" for name, reason in self.bad)
+        super().__init__(f"{len(self.bad)} unreadable image(s):\n{lines}\n"
+                         "Replace or remove them, or pass --skip_bad to leave them out.")
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One image to convert.
+
+    ``source`` is a file path or encoded image bytes; ``name`` identifies it in messages
+    (defaults to the path); ``box`` is a crop (left, upper, right, lower) in pixels, used with
+    ``--crop_bbox``; ``extra_labels`` are ``(keyword, int)`` pairs passed to the writer.
+    """
+
+    source: object
+    label: int
+    name: str = ""
+    box: tuple = None
+    extra_labels: tuple = ()
+
+    @property
+    def where(self):
+        return self.name or str(self.source)
+
+
+def require(path, what, is_dir=False):
+    """Returns ``path`` if it exists (as a folder when ``is_dir``), else a LayoutError."""
+    if (os.path.isdir if is_dir else os.path.isfile)(path):
+        return path
+    raise LayoutError(f"{what} not found: expected {'folder' if is_dir else 'file'} {path}")
+
+
+def find_first(candidates, what):
+    """The first existing path of ``candidates``, else a LayoutError listing where it looked."""
+    for path in candidates:
+        if os.path.exists(path):
+            return path
+    raise LayoutError(f"{what} not found; looked for: " + ", ".join(candidates))
+
+
+def read_table(path, columns, header=None):
+    """Rows of a whitespace-separated text file as tuples of ``columns`` strings.
+
+    The last column takes the rest of the line (paths may hold spaces). ``header``, when
+    given, must equal the first line's words.
+    """
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    if header is not None:
+        if not lines or lines[0].split() != list(header):
+            found = lines[0] if lines else "an empty file"
+            raise LayoutError(f"{path}: expected the header '{' '.join(header)}', found '{found}'")
+        lines = lines[1:]
+    start = 2 if header is not None else 1
+    for number, line in enumerate(lines, start):
+        if not line.strip():
+            continue
+        words = line.split(None, columns - 1)
+        if len(words) != columns:
+            raise LayoutError(f"{path}:{number}: expected {columns} columns, got '{line}'")
+        rows.append(tuple(words))
+    return rows
+
+
+def parse_int(text, where):
+    try:
+        return int(text)
+    except ValueError:
+        raise LayoutError(f"{where}: expected an integer, got {text!r}") from None
+
+
+def zero_shot_split(examples, num_train_classes):
+    """{"train": labels < num_train_classes, "test": the rest}, each sorted by (label, name)."""
+    ordered = sorted(examples, key=lambda e: (e.label, e.where))
+    return {"train": [e for e in ordered if e.label < num_train_classes],
+            "test": [e for e in ordered if e.label >= num_train_classes]}
+
+
+# -- images --------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ImagePolicy:
+    """How a source image becomes what is stored.
+
+    ``resize``: ``square`` (size x size, aspect ratio not kept, as DVML), ``short_side`` (short
+    side = size, aspect kept) or ``none``. ``keep_jpeg``: store an RGB JPEG file's own bytes
+    when nothing changes its pixels (no resize, no crop), so nothing is re-encoded.
+    """
+
+    resize: str = "short_side"
+    size: int = 256
+    resample: str = "bilinear"
+    crop_bbox: bool = False
+    keep_jpeg: bool = False
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_POLICIES:
+            raise ValueError(f"unknown resize policy {self.resize!r}; valid: {', '.join(RESIZE_POLICIES)}")
+        if self.resample not in RESAMPLERS:
+            raise ValueError(f"unknown resampler {self.resample!r}; valid: {', '.join(RESAMPLERS)}")
+        if self.resize != "none" and self.size < 1:
+            raise ValueError(f"--size must be >= 1, got {self.size}")
+        if self.resample == "cv2_linear":
+            try:
+                import cv2  # noqa: F401
+            except ImportError:
+                raise ValueError("--resample cv2_linear needs OpenCV: pip install opencv-python-headless") from None
+
+    @property
+    def image_shape(self):
+        """(H, W, 3) when every output has one shape, else None."""
+        return (self.size, self.size, 3) if self.resize == "square" else None
+
+    def load(self, example):
+        """uint8 [H, W, 3] RGB array, or the source's JPEG bytes (``keep_jpeg``); raises if unreadable."""
+        if isinstance(example.source, (bytes, bytearray)):
+            data = bytes(example.source)
+        else:
+            with open(example.source, "rb") as f:
+                data = f.read()
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()  # full decode: truncated or corrupt data fails here, not in training
+            unchanged_jpeg = img.format == "JPEG" and img.mode == "RGB"
+            rgb = img.convert("RGB")
+        if self.crop_bbox and example.box is not None:
+            left, upper, right, lower = (int(round(v)) for v in example.box)
+            box = (max(left, 0), max(upper, 0), min(right, rgb.width), min(lower, rgb.height))
+            if box[2] <= box[0] or box[3] <= box[1]:
+                raise ValueError(f"bounding box {example.box} is empty inside the {rgb.width}x{rgb.height} image")
+            if box != (0, 0, rgb.width, rgb.height):
+                rgb, unchanged_jpeg = rgb.crop(box), False
+        if self.resize == "none":
+            return data if (self.keep_jpeg and unchanged_jpeg) else np.asarray(rgb)
+        return self._resize(rgb)
+
+    def _resize(self, rgb):
+        w, h = rgb.size
+        if self.resize == "square":
+            out_w = out_h = self.size
+        elif h <= w:
+            out_h, out_w = self.size, max(1, int(round(w * self.size / h)))
+        else:
+            out_w, out_h = self.size, max(1, int(round(h * self.size / w)))
+        if self.resample == "cv2_linear":
+            import cv2
+
+            return cv2.resize(np.asarray(rgb), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        return np.asarray(rgb.resize((out_w, out_h), RESAMPLERS[self.resample]))
+
+
+def _attempt(fn, example):
+    try:
+        return fn(example), None
+    except Exception as e:  # noqa: BLE001 - every failure is reported with the image's name
+        return None, f"{type(e).__name__}: {e}"
+
+
+def ordered_map(fn, examples, workers):
+    """Yields (example, (result, error)) in input order, at most ~4 x workers in flight."""
+    if workers <= 1:
+        for example in examples:
+            yield example, _attempt(fn, example)
+        return
+    # Threads, not processes: Pillow releases the GIL while decoding and resizing, and
+    # nothing is pickled.
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        pending = collections.deque()
+        for example in examples:
+            pending.append((example, pool.submit(_attempt, fn, example)))
+            if len(pending) >= 4 * workers:
+                example, future = pending.popleft()
+                yield example, future.result()
+        while pending:
+            example, future = pending.popleft()
+            yield example, future.result()
+
+
+class Progress:
+    """A one-line progress bar on stderr (redrawn on a terminal, a line per 10% otherwise)."""
+
+    def __init__(self, total, desc, stream=None):
+        self.total, self.desc, self.done = max(int(total), 1), desc, 0
+        self.stream = stream or sys.stderr
+        self.tty = getattr(self.stream, "isatty", lambda: False)()
+        self.start = self.last = time.monotonic()
+        self.last_decile = 0
+
+    def update(self, n=1):
+        self.done += n
+        now = time.monotonic()
+        decile = 10 * self.done // self.total
+        if (self.tty and now - self.last > 0.2) or (not self.tty and decile > self.last_decile):
+            self.last, self.last_decile = now, decile
+            self._draw(now)
+
+    def close(self):
+        if self.tty:
+            self._draw(time.monotonic())
+            self.stream.write("\n")
+        elif self.last_decile < 10:  # the last line was not drawn yet
+            self._draw(time.monotonic())
+
+    def _draw(self, now):
+        filled = 30 * self.done // self.total
+        rate = self.done / max(now - self.start, 1e-9)
+        line = f"{self.desc} [{'#' * filled}{'.' * (30 - filled)}] {self.done}/{self.total} {rate:.0f} img/s"
+        self.stream.write(("\r" + line) if self.tty else line + "\n")
+        self.stream.flush()
+
+
+# -- reporting -----------------------------------------------------------------------------
+def split_table(counts, canonical=None):
+    """Text table of {split: (classes, images)} beside the canonical counts, and warnings."""
+    canonical = canonical or {}
+    rows = [("split", "images", "classes", "canonical images", "canonical classes")]
+    warnings = []
+    for split, (classes, images) in counts.items():
+        want = canonical.get(split)
+        rows.append((split, f"{images:,}", f"{classes:,}", f"{want[1]:,}" if want else "-",
+                     f"{want[0]:,}" if want else "-"))
+        if want and (classes, images) != want:
+            warnings.append(f"WARNING: split {split!r} has {images:,} images / {classes:,} classes; "
+                            f"the standard split has {want[1]:,} / {want[0]:,}")
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    text = "\n".join("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+                     for r in rows)
+    return text, warnings
+
+
+# -- the conversion ------------------------------------------------------------------------
+# Defaults per output layout; the DVML layout's values are fixed by its reference file.
+LAYOUT_DEFAULTS = {
+    "dmltf": {"format": "hdf5", "encoding": "jpeg", "resize": "short_side", "size": 256},
+    "dvml": {"format": "hdf5", "encoding": "raw", "resize": "square", "size": 256},
+}
+
+
+def make_parser(description, dvml_layout=False):
+    """argparse parser with ``--root`` and the options every converter shares."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--root", required=True, help="folder of the raw download (see above)")
+    parser.add_argument("--output", required=True, help="output .h5 file (hdf5) or directory (tfrecord)")
+    parser.add_argument("--format", choices=("hdf5", "tfrecord"), help="default hdf5")
+    parser.add_argument("--encoding", choices=("raw", "jpeg"),
+                        help="raw: decoded uint8 pixels (needs --resize square); jpeg: encoded bytes "
+                             "(default; RGB JPEG files kept byte for byte with --resize none)")
+    parser.add_argument("--resize", choices=RESIZE_POLICIES,
+                        help="square: size x size, aspect not kept (DVML); short_side (default): "
+                             "short side = size; none: original pixels")
+    parser.add_argument("--size", type=int, help="pixels for --resize square / short_side (default 256)")
+    parser.add_argument("--resample", choices=tuple(RESAMPLERS),
+                        help="resize filter (default bilinear; cv2_linear = OpenCV INTER_LINEAR as the "
+                             "DVML converter, the default of --layout dvml when OpenCV is installed)")
+    parser.add_argument("--jpeg_quality", type=int, default=95, help="when images are (re-)encoded")
+    parser.add_argument("--crop_bbox", action="store_true", help="crop each image to its annotated box first")
+    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
+                        help="image decoding threads")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--skip_bad", action="store_true",
+                        help="leave unreadable images out (count stored in the metadata) instead of failing")
+    if dvml_layout:
+        parser.add_argument("--layout", choices=tuple(LAYOUT_DEFAULTS), default="dmltf",
+                            help="dvml: the HDF5 file of the DVML reference (images uint8 N x 3 x 256 x 256, "
+                                 "targets int32 N x 1, Fuel split attribute); fixes format/encoding/resize/size")
+    return parser
+
+
+def resolve_args(args):
+    """Fills layout defaults and rejects contradictory options, before any work is done."""
+    layout = getattr(args, "layout", "dmltf")
+    for key, value in LAYOUT_DEFAULTS[layout].items():
+        given = getattr(args, key)
+        if given is None:
+            setattr(args, key, value)
+        elif layout == "dvml" and given != value:
+            raise LayoutError(f"--layout dvml fixes --{key} {value} (the reference file's); got {given}")
+    if args.encoding == "raw" and args.resize != "square":
+        raise LayoutError("--encoding raw stores one image shape per split and needs --resize square; "
+                          "use --encoding jpeg to keep aspect ratios")
+    if os.path.lexists(args.output) and not args.overwrite:
+        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    resample = args.resample or "bilinear"
+    if layout == "dvml" and args.resample is None:
+        try:
+            import cv2  # noqa: F401
+
+            resample = "cv2_linear"
+        except ImportError:
+            print("note: OpenCV is not installed; resizing with Pillow bilinear, so pixels differ "
+                  "slightly from the DVML reference file (pip install opencv-python-headless)", file=sys.stderr)
+    return ImagePolicy(resize=args.resize, size=args.size, resample=resample, crop_bbox=args.crop_bbox,
+                       keep_jpeg=args.encoding == "jpeg")
+
+
+def _open_writer(args, class_names, metadata, num_examples):
+    if getattr(args, "layout", "dmltf") == "dvml":
+        from dmltf.data.raw.dvml import DvmlWriter
+
+        return DvmlWriter(args.output, num_examples, overwrite=args.overwrite)
+    from dmltf.data import DatasetWriter
+
+    return DatasetWriter(args.output, format=args.format, encoding=args.encoding, class_names=class_names,
+                         metadata=metadata, overwrite=args.overwrite, jpeg_quality=args.jpeg_quality)
+
+
+def _find_unreadable(splits, policy, workers):
+    """{split: [(name, reason), ...]} of the images ``policy`` cannot load (the --skip_bad pass)."""
+    found = {}
+    for split, examples in splits.items():
+        progress = Progress(len(examples), f"checking {split}")
+        found[split] = []
+        for example, (_, error) in ordered_map(policy.load, examples, workers):
+            progress.update()
+            if error:
+                found[split].append((example.where, error))
+        progress.close()
+    return found
+
+
+def convert(splits, class_names, args, policy, metadata, canonical=None, out=None):
+    """Writes ``splits`` ({name: sized iterable of Example}) to ``args.output``.
+
+    ``policy`` comes from ``resolve_args(args)``. Returns {split: (classes, images)} as
+    written. Raises BadImagesError, with nothing left at ``args.output``, when an image is
+    unreadable and ``args.skip_bad`` is off.
+    """
+    out = out or sys.stdout
+    # The writer stores the metadata when it opens, so --skip_bad finds the bad images first.
+    skipped = _find_unreadable(splits, policy, args.workers) if args.skip_bad else {}
+    skip_names = {name for bad in skipped.values() for name, _ in bad}
+    for name, reason in (item for bad in skipped.values() for item in bad):
+        print(f"skipped unreadable image {name}: {reason}", file=sys.stderr)
+    metadata = dict(metadata, resize=policy.resize, size=None if policy.resize == "none" else policy.size,
+                    resample=policy.resample, crop_bbox=policy.crop_bbox, skipped_images=len(skip_names),
+                    skipped_paths=sorted(skip_names))
+    expected = {split: len(examples) - len(skipped.get(split, ())) for split, examples in splits.items()}
+    counts, bad = {}, []
+    with _open_writer(args, class_names, metadata, sum(expected.values())) as writer:
+        for split, examples in splits.items():
+            if not bad:
+                writer.begin_split(split, num_examples=expected[split], image_shape=policy.image_shape)
+            progress, labels = Progress(expected[split], f"writing {split}"), set()
+            todo = (e for e in examples if e.where not in skip_names)
+            for example, (payload, error) in ordered_map(policy.load, todo, args.workers):
+                progress.update()
+                if error:
+                    bad.append((example.where, error))
+                elif not bad:  # after a failure only the full list of bad images matters
+                    writer.add(payload, example.label, **dict(example.extra_labels))
+                    labels.add(example.label)
+            progress.close()
+            if not bad:
+                writer.end_split()
+                counts[split] = (len(labels), expected[split])
+        if bad:
+            raise BadImagesError(bad)  # leaves the with-block: the writer discards its output
+    table, warnings = split_table(counts, canonical)
+    print(table, file=out)
+    for warning in warnings:
+        print(warning, file=out)
+    if skip_names:
+        print(f"skipped {len(skip_names)} unreadable image(s) (metadata: skipped_images)", file=out)
+    print(f"wrote {args.output}", file=out)
+    return counts
+
+
+def run_cli(parser, build, argv=None):
+    """CLI body shared by the converters: ``build(args) -> (splits, class_names, metadata, canonical)``.
+
+    Expected failures (missing files, bad images, existing output) print one ``error:``
+    message and return 1 instead of a traceback.
+    """
+    args = parser.parse_args(argv)
+    try:
+        policy = resolve_args(args)  # option conflicts and an existing output fail before any work
+        splits, class_names, metadata, canonical = build(args)
+        convert(splits, class_names, args, policy, metadata, canonical)
+    except (LayoutError, BadImagesError, FileExistsError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,104 @@
+"""The HDF5 file the DVML reference reads (``cars196_converter.py --layout dvml``).
+
+Reference: Xun-Yang/Deep-Variational-Metric-Learning ``datasets/cars196_converter.py`` (after
+sakurai's converter, also in wzzheng/HDML) and Fuel's ``H5PYDataset.create_split_array``
+(mila-iqia/fuel ``fuel/datasets/hdf5.py``); METHODS.md section 1.6. Layout, field by field:
+
+    images   uint8 (N, 3, 256, 256) RGB, contiguous; dims labelled batch, channel, height, width
+    targets  int32 (N, 1), the original 1-based class ids; dims labelled batch, class_labels
+    attrs["split"]  Fuel's split array: one row per (split, source) in the order
+             (train, images), (train, targets), (test, images), (test, targets); fields
+             split S{longest split name}, source S7, start <i8, stop <i8, indices (null HDF5
+             object reference), available bool, comment S1 ('.').
+
+Rows are sorted by class, so train = [0, first index of class 99) and test = [that, N).
+Deviations: written under a temporary name and renamed when complete (the reference wrote in
+place); pixels come from Pillow's decoder (libjpeg, as OpenCV's) and OpenCV's INTER_LINEAR
+resize when OpenCV is installed, Pillow bilinear otherwise (pixels then differ slightly).
+"""
+import os
+import uuid
+
+import h5py
+import numpy as np
+
+SOURCES = ("images", "targets")  # sorted, as create_split_array sorts them
+IMAGE_SHAPE = (256, 256, 3)
+
+
+def fuel_split_array(split_ranges):
+    """Fuel's ``H5PYDataset.create_split_array`` for {split: (start, stop)} over both sources."""
+    dtype = np.dtype([
+        ("split", "S%d" % max(len(s) for s in split_ranges)),
+        ("source", "S%d" % max(len(s) for s in SOURCES)),
+        ("start", np.int64),
+        ("stop", np.int64),
+        ("indices", h5py.ref_dtype),
+        ("available", np.bool_),
+        ("comment", "S1"),
+    ])
+    rows = [(split.encode(), source.encode(), start, stop, h5py.Reference(), True, b".")
+            for split, (start, stop) in split_ranges.items() for source in SOURCES]
+    return np.array(rows, dtype=dtype)
+
+
+class DvmlWriter:
+    """Writer with DatasetWriter's begin_split / add / end_split, producing the DVML file.
+
+    ``num_examples`` is the total over all splits (the images array is preallocated, as in the
+    reference). ``add`` takes a uint8 [256, 256, 3] RGB array and the 0-based label; the file
+    stores label + 1, the dataset's 1-based class id.
+    """
+
+    def __init__(self, path, num_examples, overwrite=False):
+        self.path = os.path.abspath(os.fspath(path))
+        if os.path.lexists(self.path) and not overwrite:
+            raise FileExistsError(f"{self.path} already exists; pass --overwrite to replace it")
+        parent, base = os.path.split(self.path)
+        os.makedirs(parent, exist_ok=True)
+        self._tmp = os.path.join(parent, f".{base}.partial-{uuid.uuid4().hex[:8]}")
+        self._file = h5py.File(self._tmp, "w")
+        self._images = self._file.create_dataset("images", (num_examples, 3) + IMAGE_SHAPE[:2], dtype=np.uint8)
+        for dim, label in zip(self._images.dims, ("batch", "channel", "height", "width")):
+            dim.label = label
+        self._targets = np.zeros((num_examples, 1), np.int32)
+        self._count, self._ranges, self._split = 0, {}, None
+
+    def begin_split(self, name, num_examples=None, image_shape=None):
+        if image_shape is not None and tuple(image_shape) != IMAGE_SHAPE:
+            raise ValueError(f"the DVML layout stores {IMAGE_SHAPE} images, not {tuple(image_shape)}")
+        self._split = (name, self._count)
+
+    def add(self, image, label):
+        image = np.asarray(image)
+        if image.shape != IMAGE_SHAPE or image.dtype != np.uint8:
+            raise ValueError(f"image {self._count}: expected uint8 {IMAGE_SHAPE}, got {image.dtype} {image.shape}")
+        self._images[self._count] = image.transpose(2, 0, 1)
+        self._targets[self._count, 0] = int(label) + 1
+        self._count += 1
+
+    def end_split(self):
+        name, start = self._split
+        self._ranges[name] = (start, self._count)
+        self._split = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        complete = False
+        try:
+            if exc_type is None:
+                if self._count != len(self._targets):
+                    raise ValueError(f"{self._count} images were added, {len(self._targets)} announced")
+                targets = self._file.create_dataset("targets", data=self._targets)
+                targets.dims[0].label, targets.dims[1].label = "batch", "class_labels"
+                self._file.attrs["split"] = fuel_split_array(self._ranges)
+                complete = True
+        finally:
+            self._file.close()
+            if complete:
+                os.replace(self._tmp, self.path)
+            else:
+                os.remove(self._tmp)
+        return False
