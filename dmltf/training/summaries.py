@@ -1,0 +1,90 @@
+"""TensorBoard output: scalars, pair-distance histograms, the neighbour image grid and the
+embedding projector files.
+"""
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from dmltf.evaluation import knn
+
+GREEN, RED, GREY = (0, 200, 0), (220, 0, 0), (128, 128, 128)
+
+
+def write_scalars(writer, prefix, values, step):
+    with writer.as_default():
+        for name, value in values.items():
+            tf.summary.scalar(f"{prefix}/{name}", float(value), step=step)
+
+
+def pair_distance_histograms(writer, embeddings, labels, step, max_points=1000, seed=0):
+    """Histograms of positive and negative pair euclidean distances on a fixed subset."""
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(len(labels))[:max_points]
+    x, y = embeddings[idx].astype(np.float64), labels[idx]
+    sq = (x * x).sum(1)
+    d = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0.0))
+    upper = np.triu(np.ones_like(d, dtype=bool), k=1)
+    same = y[:, None] == y[None, :]
+    with writer.as_default():
+        tf.summary.histogram("distances/positive_pairs", d[upper & same], step=step)
+        tf.summary.histogram("distances/negative_pairs", d[upper & ~same], step=step)
+
+
+def neighbour_grid(query_images, neighbour_images, correct, border=2):
+    """One uint8 image: a row per query, the query (grey frame) then its neighbours framed
+    green (same label) or red (different label). Images are uint8 [.., H, W, C]."""
+    q, k = correct.shape
+    h, w = query_images.shape[1:3]
+    cell_h, cell_w = h + 2 * border, w + 2 * border
+    grid = np.full((q * cell_h, (k + 1) * cell_w, 3), 255, np.uint8)
+    for i in range(q):
+        row = [(query_images[i], GREY)] + [(neighbour_images[i, j], GREEN if correct[i, j] else RED) for j in range(k)]
+        for j, (img, colour) in enumerate(row):
+            y0, x0 = i * cell_h, j * cell_w
+            grid[y0:y0 + cell_h, x0:x0 + cell_w] = colour
+            rgb = np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
+            grid[y0 + border:y0 + border + h, x0 + border:x0 + border + w] = rgb
+    return grid
+
+
+def write_neighbour_grid(writer, images_fn, embeddings, labels, step, num_queries=8, k=5, distance="euclidean"):
+    """``images_fn(indices) -> uint8 [n, H, W, C]`` fetches images of the evaluated split."""
+    queries = np.linspace(0, len(labels) - 1, num_queries).astype(np.int64)
+    _, nn = knn(embeddings[queries], embeddings, k + 1, distance=distance)
+    nn = np.array([[j for j in row if j != q][:k] for row, q in zip(nn, queries)])
+    grid = neighbour_grid(images_fn(queries), images_fn(nn.reshape(-1)).reshape(len(queries), k, *images_fn(queries[:1]).shape[1:]),
+                          labels[nn] == labels[queries][:, None])
+    with writer.as_default():
+        tf.summary.image("neighbours/top5", grid[None], step=step)
+    return grid
+
+
+def write_projector(logdir, embeddings, labels, images=None, max_points=2000):
+    """Projector files (TSV tensors, metadata, optional sprite) and ``projector_config.pbtxt``."""
+    n = min(len(labels), max_points)
+    tensor_path, meta_path = os.path.join(logdir, "projector_tensors.tsv"), os.path.join(logdir, "projector_metadata.tsv")
+    np.savetxt(tensor_path, embeddings[:n], delimiter="\t", fmt="%.6g")
+    with open(meta_path, "w") as f:
+        f.write("label\n" + "".join(f"{int(v)}\n" for v in labels[:n]))
+    config = (
+        "embeddings {\n  tensor_name: \"embeddings\"\n"
+        f"  tensor_path: \"{os.path.basename(tensor_path)}\"\n  metadata_path: \"{os.path.basename(meta_path)}\"\n"
+    )
+    if images is not None:
+        sprite, (h, w) = _sprite(images[:n])
+        tf.io.write_file(os.path.join(logdir, "projector_sprite.png"), tf.io.encode_png(sprite))
+        config += f"  sprite {{\n    image_path: \"projector_sprite.png\"\n    single_image_dim: {w}\n    single_image_dim: {h}\n  }}\n"
+    with open(os.path.join(logdir, "projector_config.pbtxt"), "w") as f:
+        f.write(config + "}\n")
+
+
+def _sprite(images):
+    n, h, w = images.shape[:3]
+    images = np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
+    side = int(np.ceil(np.sqrt(n)))
+    sheet = np.zeros((side * h, side * w, 3), np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, side)
+        sheet[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+    return sheet, (h, w)

@@ -1,0 +1,262 @@
+"""The distributed trainer: one custom loop (``strategy.run`` + ``GradientTape``) that runs
+unchanged under the default strategy, ``MirroredStrategy`` and ``MultiWorkerMirroredStrategy``.
+
+Per step, every active optimizer group gets the gradient of ``losses[group.loss_key]`` for its
+variables (one backward pass per loss key). Warm-up epochs train only ``--warmup_groups``.
+Each replica receives its contiguous share of the global P x K batch (whole class groups),
+and methods gather the global batch for the loss (``dmltf.methods.gather_global_batch``), so
+N replicas compute the single-device gradient.
+
+Checkpoints hold the method (model, loss weights, RNG states), every optimizer, the epoch and
+the step; with the (seed, epoch)-deterministic input pipeline, ``--resume`` after a kill
+continues exactly where the run stopped.
+"""
+import collections
+import json
+import os
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dmltf import data, evaluation
+from dmltf.distances import l2_normalize
+from dmltf.training import summaries
+from dmltf.training.optim import GroupOptimizer
+
+
+def make_strategy(name):
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")
+        ]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise ValueError(f"Unknown strategy {name!r}; valid: default, mirrored, multi_worker")
+
+
+def distribute_batches(strategy, make_dataset, global_batch):
+    """Global batches -> each replica's contiguous share (whole class groups per replica)."""
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return make_dataset()
+    if global_batch % replicas:
+        raise ValueError(f"global batch {global_batch} is not divisible by {replicas} replicas")
+    per_replica = global_batch // replicas
+
+    def dataset_fn(ctx):
+        local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        start = ctx.input_pipeline_id * local * per_replica
+
+        def shares(images, labels):
+            take = lambda t: tf.reshape(t[start:start + local * per_replica], [local, per_replica, *t.shape[1:]])
+            return tf.data.Dataset.from_tensor_slices((take(images), take(labels)))
+
+        return make_dataset().flat_map(shares)
+
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+    return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+
+def embed_split(method, split, cfg, preprocessing):
+    """Embeddings and labels of a whole split, in file order."""
+    ds = data.eval_dataset(split, cfg.eval_batch_size, augmentation=cfg.augmentation,
+                           preprocessing=preprocessing, image_size=cfg.image_size or None)
+    embed = _compiled_embed(method)
+    outs, labels = [], []
+    for images, y in ds:
+        outs.append(keras.ops.convert_to_numpy(tf.cast(embed(images), tf.float32)))
+        labels.append(y.numpy())
+    return np.concatenate(outs), np.concatenate(labels)
+
+
+def _compiled_embed(method):
+    """One traced ``embed`` per method (a batch dimension of any size)."""
+    if not hasattr(method, "_dmltf_embed_fn"):
+        method._dmltf_embed_fn = tf.function(method.embed, reduce_retracing=True)
+    return method._dmltf_embed_fn
+
+
+def evaluate_embeddings(embeddings, labels, cfg):
+    if cfg.eval_l2_normalize:
+        embeddings = keras.ops.convert_to_numpy(l2_normalize(embeddings))
+    return evaluation.evaluate(embeddings, labels, metrics=tuple(cfg.eval_metrics), distance=cfg.eval_distance,
+                               seed=cfg.seed)
+
+
+class Trainer:
+    """Trains ``build_method()`` on ``train_split`` and evaluates on ``eval_split``.
+
+    ``build_method`` is called inside the strategy scope; ``preprocessing`` is the input
+    normalisation name (the backbone's unless overridden by flag).
+    """
+
+    def __init__(self, cfg, build_method, train_split, eval_split=None, *, preprocessing="none", strategy=None):
+        self.cfg, self.train_split, self.eval_split, self.preprocessing = cfg, train_split, eval_split, preprocessing
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.logdir = cfg.logdir
+        self.global_batch = cfg.classes_per_batch * cfg.samples_per_class
+        self.steps_per_epoch = data.steps_per_epoch(train_split, cfg.classes_per_batch, cfg.samples_per_class)
+        with self.strategy.scope():
+            self.method = build_method()
+            self.groups = [GroupOptimizer(g, cfg) for g in self.method.optimizer_groups()]
+            self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+            self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+        self.checkpoint = tf.train.Checkpoint(
+            method=self.method, epoch=self.epoch, step=self.step,
+            **{f"optimizer_{g.name}": g.optimizer for g in self.groups},
+        )
+        self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.logdir, "checkpoints"), max_to_keep=2)
+        self.best_manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.logdir, "best"), max_to_keep=1)
+        self.is_chief = _is_chief(self.strategy)
+        self.writer = tf.summary.create_file_writer(self.logdir if self.is_chief else os.path.join(self.logdir, "workers"))
+        self._step_fns = {}
+        self.history = []
+
+    # -- one training step -------------------------------------------------------------
+    def _active(self, epoch):
+        if epoch < self.cfg.warmup_epochs:
+            return tuple(g for g in self.groups if g.name in self.cfg.warmup_groups)
+        return tuple(self.groups)
+
+    def _step_fn(self, active):
+        key = tuple(g.name for g in active)
+        if key not in self._step_fns:
+            scaled = self.cfg.precision == "mixed_float16"
+
+            def replica_step(batch):
+                with tf.GradientTape(persistent=True) as tape:
+                    losses = self.method.compute_losses(batch, training=True)
+                    targets = {g.name: g.optimizer.scale_loss(losses[g.loss_key]) if scaled else losses[g.loss_key]
+                               for g in active}
+                by_key = collections.defaultdict(list)  # one backward pass per loss key
+                for g in active:
+                    by_key[g.loss_key if not scaled else g.name].append(g)
+                for groups in by_key.values():
+                    variables = [v for g in groups for v in g.group.variables]
+                    grads = tape.gradient(targets[groups[0].name], variables)
+                    offset = 0
+                    for g in groups:
+                        n = len(g.group.variables)
+                        g.apply(grads[offset:offset + n])
+                        offset += n
+                del tape
+                return losses
+
+            def step(dist_batch):
+                per_replica = self.strategy.run(replica_step, args=(dist_batch,))
+                self.step.assign_add(1)
+                return {k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
+
+            self._step_fns[key] = tf.function(step)
+        return self._step_fns[key]
+
+    # -- the loop -----------------------------------------------------------------------
+    def restore(self):
+        """Continue from the latest checkpoint, if any; returns the epoch to start from."""
+        if self.manager.latest_checkpoint:
+            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        return int(self.epoch.numpy())
+
+    def train_epoch(self, epoch):
+        cfg = self.cfg
+        dataset = distribute_batches(
+            self.strategy,
+            lambda: data.train_dataset(
+                self.train_split, cfg.classes_per_batch, cfg.samples_per_class, seed=cfg.seed, epoch=epoch,
+                augmentation=cfg.augmentation, preprocessing=self.preprocessing, image_size=cfg.image_size or None,
+                num_replicas=self.strategy.num_replicas_in_sync),
+            self.global_batch,
+        )
+        step_fn = self._step_fn(self._active(epoch))
+        bar = _progress(cfg, self.steps_per_epoch, epoch)
+        totals = collections.defaultdict(float)
+        for i, batch in enumerate(dataset):
+            for g in self.groups:
+                g.set_epoch(cfg, epoch + i / self.steps_per_epoch)
+            losses = {k: float(v) for k, v in step_fn(batch).items()}
+            for k, v in losses.items():
+                totals[k] += v
+            if bar:
+                bar.update(i + 1, list(losses.items()))
+        means = {k: v / max(self.steps_per_epoch, 1) for k, v in totals.items()}
+        summaries.write_scalars(self.writer, "train", means, epoch + 1)
+        summaries.write_scalars(self.writer, "learning_rate", {g.name: g.learning_rate for g in self.groups}, epoch + 1)
+        return means
+
+    def evaluate(self, epoch, final=False):
+        embeddings, labels = embed_split(self.method, self.eval_split, self.cfg, self.preprocessing)
+        metrics = evaluate_embeddings(embeddings, labels, self.cfg)
+        summaries.write_scalars(self.writer, "eval", {k: v for k, v in metrics.items() if k in self.cfg.eval_metrics}, epoch)
+        if self.is_chief:
+            normalized = keras.ops.convert_to_numpy(l2_normalize(embeddings)) if self.cfg.eval_l2_normalize else embeddings
+            summaries.pair_distance_histograms(self.writer, normalized, labels, epoch, seed=self.cfg.seed)
+            if self.cfg.tb_neighbours:
+                images = self.eval_split.load().images
+                summaries.write_neighbour_grid(self.writer, lambda idx: images[idx], normalized, labels, epoch,
+                                               num_queries=self.cfg.tb_neighbours, distance=self.cfg.eval_distance)
+            if final and self.cfg.tb_projector_points:
+                images = self.eval_split.load().images
+                summaries.write_projector(self.logdir, normalized, labels, images, self.cfg.tb_projector_points)
+        self.writer.flush()
+        return metrics
+
+    def fit(self):
+        """Train to ``cfg.epochs`` (resuming if asked); returns the last evaluation's metrics."""
+        cfg = self.cfg
+        start = self.restore() if cfg.resume else 0
+        best = -np.inf
+        metrics = {}
+        for epoch in range(start, cfg.epochs):
+            train_losses = self.train_epoch(epoch)
+            self.epoch.assign(epoch + 1)
+            self.manager.save(checkpoint_number=epoch + 1)
+            last = epoch + 1 == cfg.epochs
+            due = cfg.eval_every and (epoch + 1) % cfg.eval_every == 0
+            if self.eval_split is not None and (due or last):
+                metrics = self.evaluate(epoch + 1, final=last)
+                self.history.append({"epoch": epoch + 1, **train_losses, **metrics})
+                if metrics.get(cfg.best_metric, -np.inf) > best:
+                    best = metrics[cfg.best_metric]
+                    self.best_manager.save(checkpoint_number=epoch + 1)
+                _print_metrics(epoch + 1, metrics, cfg.eval_metrics)
+        self.writer.flush()
+        if self.is_chief:
+            with open(os.path.join(self.logdir, "history.json"), "w") as f:
+                json.dump(self.history, f, indent=1)
+        return metrics
+
+    def export(self):
+        """The embedding model as ``export/embedding_model.keras`` and a SavedModel."""
+        out = os.path.join(self.logdir, "export")
+        os.makedirs(out, exist_ok=True)
+        model = self.method.embedding_model
+        model.save(os.path.join(out, "embedding_model.keras"))
+        model.export(os.path.join(out, "saved_model"), verbose=False)
+        return out
+
+
+def _is_chief(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _progress(cfg, steps, epoch):
+    mode = cfg.progress
+    if mode == "auto":
+        mode = "bar" if sys.stdout.isatty() else "epoch"
+    if mode == "none":
+        return None
+    print(f"epoch {epoch + 1}/{cfg.epochs}")
+    return keras.utils.Progbar(steps, verbose=1 if mode == "bar" else 2)
+
+
+def _print_metrics(epoch, metrics, names):
+    shown = "  ".join(f"{k} {metrics[k]:.4f}" for k in names if k in metrics)
+    print(f"epoch {epoch}: {shown}", flush=True)
