@@ -47,4 +47,22 @@ def get(identifier, **kwargs):
 
 
 # Registration happens on import of each module.
-from dmltf.losses import proxy_anchor, triplet  # noqa: E402,F401
+from dmltf.losses import (  # noqa: E402,F401
+    adapted_triplet,
+    angular,
+    circle,
+    contrastive,
+    eml,
+    generalized_lifted_structure,
+    histogram,
+    lifted_structure,
+    margin,
+    margin_sample_mining,
+    multi_similarity,
+    npair,
+    proxy_anchor,
+    quadruplet,
+    smooth_ap,
+    triplet,
+    xbm,
+)

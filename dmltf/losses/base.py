@@ -176,6 +176,15 @@ class ProxyLoss(MetricLoss):
         return config
 
 
+def log_sum_exp(logits, mask, axis):
+    """log(sum_{mask} exp(logits)) along ``axis``, computed stably; 0 where the mask is empty."""
+    masked = ops.where(mask, logits, ops.full_like(logits, -1e30))
+    any_valid = ops.any(mask, axis=axis)
+    m = ops.where(any_valid, ops.max(masked, axis=axis), 0.0)
+    s = ops.sum(ops.where(mask, ops.exp(masked - ops.expand_dims(m, axis)), 0.0), axis=axis)
+    return ops.where(any_valid, m + ops.log(ops.where(any_valid, s, 1.0)), 0.0)
+
+
 def log1p_sum_exp(logits, mask, axis):
     """log(1 + sum_{mask} exp(logits)) along ``axis``, computed stably; 0 where the mask is empty."""
     neg_inf = ops.full_like(logits, -1e30)

@@ -1,0 +1,60 @@
+"""Smooth-AP: a smoothed average-precision loss.
+
+Reference: Brown, Xie, Kalogeiton & Zisserman 2020, "Smooth-AP: Smoothing the Path Towards
+Large-Scale Image Retrieval" (``Andrew-Brown1/Smooth_AP``, ``src/Smooth_AP_loss.py``), the
+criterion of LM-Metric (``criteria/smoothap.py``, METHODS.md 2.3). For query q and item i,
+with similarities S and ``sg(x) = sigmoid(clip(x / tau, -50, 50))``:
+``rank_all(q, i) = 1 + sum_{j != i} sg(S_qj - S_qi)``,
+``rank_pos(q, i) = 1 + sum_{j != i, j positive} sg(S_qj - S_qi)``,
+``AP_q = mean over positive items i of rank_pos / rank_all`` and the loss is ``1 - mean_q AP_q``.
+As in the reference, when the references are the batch the query itself is one of the items
+and one of its own positives. Queries without another positive are left out (a batch
+without positive pairs gives 0). Items are the pairs the miner keeps (default: all).
+Memory is O(B * R^2).
+
+Deviation: LM-Metric scales each item's all-items rank by a learned weight; that belongs to
+its method (``dmltf.methods``), not to this loss.
+
+Example:
+    >>> import numpy as np
+    >>> from dmltf.losses import get
+    >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]], "float32")
+    >>> round(float(get("smooth_ap")(np.array([0, 0, 1, 1]), x)), 4)  # positives ranked first
+    0.0
+"""
+from keras import ops
+
+from dmltf.losses import register
+from dmltf.losses.base import PairLoss
+from dmltf.miners.base import to_pairs
+
+
+@register("smooth_ap")
+class SmoothAPLoss(PairLoss):
+    default_distance = "cosine"
+    requires_similarity = True
+
+    def __init__(self, tau=0.01, **kwargs):
+        super().__init__(**kwargs)
+        self.tau = float(tau)
+
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
+        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
+        b, r = ops.shape(mat)[0], ops.shape(mat)[1]
+        pairs = to_pairs(mined, b, r)
+        pos, items = pairs.pos > 0, ops.logical_or(pairs.pos > 0, pairs.neg > 0)
+        has_pos = ops.any(pos, axis=1)
+        if same_source:
+            own = ops.cast(ops.eye(b), "bool")
+            pos, items = ops.logical_or(pos, own), ops.logical_or(items, own)
+        # above[q, i, j] = sg(S_qj - S_qi) for j != i: item j ranks above item i.
+        diff = ops.expand_dims(mat, 1) - ops.expand_dims(mat, 2)
+        above = ops.sigmoid(ops.clip(diff / self.tau, -50.0, 50.0)) * (1.0 - ops.eye(r))
+        rank_all = 1.0 + ops.sum(above * ops.expand_dims(ops.cast(items, "float32"), 1), axis=2)
+        rank_pos = 1.0 + ops.sum(above * ops.expand_dims(ops.cast(pos, "float32"), 1), axis=2)
+        pos_w = ops.cast(pos, "float32")
+        ap = ops.sum(pos_w * rank_pos / rank_all, axis=1) / ops.maximum(ops.sum(pos_w, axis=1), 1.0)
+        return ops.where(has_pos, 1.0 - ap, 0.0), ops.cast(has_pos, "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "tau": self.tau}

@@ -1,0 +1,112 @@
+"""Cross-batch memory (XBM): compare each batch with the embeddings of past batches too.
+
+Reference: Wang, Zhang, Huang & Scott 2020, "Cross-Batch Memory for Embedding Learning"
+(official ``msight-tech/research-xbm``: ``ret_benchmark/modeling/xbm.py``,
+``ret_benchmark/engine/trainer.py``; defaults SIZE 8192, START_ITERATION 2000, WEIGHT 1.0,
+loss ms_loss). The memory is a FIFO ring buffer of non-trainable variables:
+``memory_embeddings`` [memory_size, D] (detached float32 embeddings), ``memory_labels``
+[memory_size], ``memory_filled`` (valid rows) and ``memory_pointer`` (next row to write),
+plus ``step``, the number of calls so far. Each call returns
+
+    loss(batch, batch) + memory_weight * loss(batch, memory)      (second term once step >= warmup_steps)
+
+and, once ``step >= warmup_steps``, enqueues the batch (the oldest rows are overwritten).
+While the memory is empty, or during the warm-up, only the first term is used.
+
+Difference from the official order: the official trainer enqueues the batch *before* the
+memory loss, so the memory holds the batch itself, and relies on the loss dropping a sample's
+pair with itself (its ``s < 1 - 1e-5`` filter). Here the memory loss sees the memory of past
+batches only and the batch is enqueued afterwards: the batch-with-batch pairs are exactly the
+first term and no self-pair can occur. (pytorch-metric-learning's ``CrossBatchMemory``
+instead computes a single loss of the batch against memory + batch, without warm-up.)
+When references are given (a gathered global batch under a distribution strategy), the
+first term compares the batch with them and they are what is enqueued.
+
+Works inside ``tf.function`` (the memory is read at its current fill, a dynamic shape).
+The variables are created on the first call, from the embedding dimension.
+
+Example:
+    >>> import numpy as np
+    >>> from dmltf.losses import get
+    >>> xbm = get("xbm", loss="contrastive", memory_size=8, warmup_steps=0)
+    >>> x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    >>> first = float(xbm(np.array([0, 0, 1, 1]), x))  # memory empty: the batch loss only
+    >>> int(xbm.memory_filled.numpy()), float(xbm(np.array([0, 0, 1, 1]), x)) >= first
+    (4, True)
+"""
+import keras
+from keras import ops
+
+from dmltf import losses as losses_lib
+from dmltf.losses import register
+from dmltf.losses.base import MetricLoss, ProxyLoss, prepare_inputs
+
+
+@register("xbm")
+class CrossBatchMemory(MetricLoss):
+    def __init__(self, loss="multi_similarity", memory_size=8192, warmup_steps=2000, memory_weight=1.0, **kwargs):
+        self.loss = losses_lib.get(loss)
+        if isinstance(self.loss, ProxyLoss):
+            raise ValueError(f"xbm wraps a pair-based loss; {type(self.loss).__name__} ignores references")
+        kwargs.setdefault("lr_multiplier", self.loss.lr_multiplier)  # the wrapped loss's own weights
+        super().__init__(**kwargs)
+        self.memory_size = int(memory_size)
+        self.warmup_steps = int(warmup_steps)
+        self.memory_weight = float(memory_weight)
+        if self.memory_size < 1:
+            raise ValueError(f"xbm: memory_size must be >= 1, got {memory_size}")
+        state = lambda name, shape, dtype: self.add_weight(
+            name=name, shape=shape, dtype=dtype, initializer="zeros", trainable=False,
+            aggregation="only_first_replica",
+        )
+        self._state = state
+        self.step = state("step", (), "int64")
+        self.memory_labels = state("memory_labels", (self.memory_size,), "int32")
+        self.memory_filled = state("memory_filled", (), "int32")
+        self.memory_pointer = state("memory_pointer", (), "int32")
+
+    def build(self, labels_shape, embeddings_shape):
+        self.memory_embeddings = self._state("memory_embeddings", (self.memory_size, embeddings_shape[-1]), "float32")
+
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
+        labels, embeddings, ref_labels, ref_embeddings, same_source = prepare_inputs(
+            labels, embeddings, ref_labels, ref_embeddings
+        )
+        if same_source:
+            batch_loss = self.loss(labels, embeddings)
+        else:
+            batch_loss = self.loss(labels, embeddings, ref_labels, ref_embeddings)
+        use_memory = self.step >= self.warmup_steps
+
+        def memory_loss():
+            n = self.memory_filled.value
+            mem_labels = ops.stop_gradient(self.memory_labels.value[:n])
+            mem_embeddings = ops.stop_gradient(self.memory_embeddings.value[:n])
+            return self.loss(labels, embeddings, mem_labels, mem_embeddings)
+
+        memory_term = ops.cond(
+            ops.logical_and(use_memory, self.memory_filled > 0), memory_loss, lambda: ops.zeros(())
+        )
+        # Enqueue only after the memory term has read the memory (program order inside tf.function).
+        ops.cond(use_memory, lambda: self._enqueue(ref_labels, ops.stop_gradient(ref_embeddings)), lambda: ops.zeros(()))
+        self.step.assign_add(ops.ones((), "int64"))
+        return batch_loss + self.memory_weight * memory_term
+
+    def _enqueue(self, labels, embeddings):
+        labels, embeddings = labels[-self.memory_size :], embeddings[-self.memory_size :]
+        count = ops.shape(labels)[0]
+        rows = ops.expand_dims((self.memory_pointer + ops.arange(count, dtype="int32")) % self.memory_size, 1)
+        self.memory_embeddings.assign(ops.scatter_update(self.memory_embeddings.value, rows, embeddings))
+        self.memory_labels.assign(ops.scatter_update(self.memory_labels.value, rows, labels))
+        self.memory_pointer.assign((self.memory_pointer + count) % self.memory_size)
+        self.memory_filled.assign(ops.minimum(self.memory_filled + count, self.memory_size))
+        return ops.zeros(())
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "loss": keras.saving.serialize_keras_object(self.loss),
+            "memory_size": self.memory_size,
+            "warmup_steps": self.warmup_steps,
+            "memory_weight": self.memory_weight,
+        }

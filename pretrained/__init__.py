@@ -1,0 +1,1 @@
+"""Converters from reference weight files to dmltf backbone weights (see README.md)."""
