@@ -382,6 +382,7 @@ def test_unreadable_images_fail_unless_skip_bad(tmp_path, capsys, fmt):
     if fmt == "dvml":
         with h5py.File(out, "r") as f:
             assert f["targets"][:, 0].tolist() == [r[1] + 1 for r in kept["train"] + kept["test"]]
+            assert f["images"].shape[0] == f["targets"].shape[0] and f["images"].chunks is None
             assert fuel_start_stop(f, "test")["images"] == (len(kept["train"]), len(kept["train"]) + len(kept["test"]))
         return
     ds = open_dataset(str(out))

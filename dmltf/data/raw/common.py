@@ -349,63 +349,50 @@ def _open_writer(args, class_names, metadata, num_examples):
                          metadata=metadata, overwrite=args.overwrite, jpeg_quality=args.jpeg_quality)
 
 
-def _find_unreadable(splits, policy, workers):
-    """{split: [(name, reason), ...]} of the images ``policy`` cannot load (the --skip_bad pass)."""
-    found = {}
-    for split, examples in splits.items():
-        progress = Progress(len(examples), f"checking {split}")
-        found[split] = []
-        for example, (_, error) in ordered_map(policy.load, examples, workers):
-            progress.update()
-            if error:
-                found[split].append((example.where, error))
-        progress.close()
-    return found
-
-
 def convert(splits, class_names, args, policy, metadata, canonical=None, out=None):
     """Writes ``splits`` ({name: sized iterable of Example}) to ``args.output``.
 
     ``policy`` comes from ``resolve_args(args)``. Returns {split: (classes, images)} as
     written. Raises BadImagesError, with nothing left at ``args.output``, when an image is
-    unreadable and ``args.skip_bad`` is off.
+    unreadable and ``args.skip_bad`` is off; with it, they are left out and counted in the
+    metadata (``skipped_images``, ``skipped_paths``).
     """
     out = out or sys.stdout
-    # The writer stores the metadata when it opens, so --skip_bad finds the bad images first.
-    skipped = _find_unreadable(splits, policy, args.workers) if args.skip_bad else {}
-    skip_names = {name for bad in skipped.values() for name, _ in bad}
-    for name, reason in (item for bad in skipped.values() for item in bad):
-        print(f"skipped unreadable image {name}: {reason}", file=sys.stderr)
     metadata = dict(metadata, resize=policy.resize, size=None if policy.resize == "none" else policy.size,
-                    resample=policy.resample, crop_bbox=policy.crop_bbox, skipped_images=len(skip_names),
-                    skipped_paths=sorted(skip_names))
-    expected = {split: len(examples) - len(skipped.get(split, ())) for split, examples in splits.items()}
+                    resample=policy.resample, crop_bbox=policy.crop_bbox)
+    total = sum(len(examples) for examples in splits.values())
     counts, bad = {}, []
-    with _open_writer(args, class_names, metadata, sum(expected.values())) as writer:
+    with _open_writer(args, class_names, metadata, total) as writer:
         for split, examples in splits.items():
-            if not bad:
-                writer.begin_split(split, num_examples=expected[split], image_shape=policy.image_shape)
-            progress, labels = Progress(expected[split], f"writing {split}"), set()
-            todo = (e for e in examples if e.where not in skip_names)
-            for example, (payload, error) in ordered_map(policy.load, todo, args.workers):
+            writing = args.skip_bad or not bad  # after a fatal failure only the full list matters
+            if writing:
+                writer.begin_split(split, num_examples=None if args.skip_bad else len(examples),
+                                   image_shape=policy.image_shape)
+            progress, labels, added = Progress(len(examples), f"writing {split}"), set(), 0
+            for example, (payload, error) in ordered_map(policy.load, examples, args.workers):
                 progress.update()
                 if error:
                     bad.append((example.where, error))
-                elif not bad:  # after a failure only the full list of bad images matters
+                    writing = writing and args.skip_bad
+                elif writing:
                     writer.add(payload, example.label, **dict(example.extra_labels))
                     labels.add(example.label)
+                    added += 1
             progress.close()
-            if not bad:
+            if writing:
                 writer.end_split()
-                counts[split] = (len(labels), expected[split])
-        if bad:
+                counts[split] = (len(labels), added)
+        if bad and not args.skip_bad:
             raise BadImagesError(bad)  # leaves the with-block: the writer discards its output
+        writer.metadata.update(skipped_images=len(bad), skipped_paths=sorted(name for name, _ in bad))
+    for name, reason in bad:
+        print(f"skipped unreadable image {name}: {reason}", file=sys.stderr)
     table, warnings = split_table(counts, canonical)
     print(table, file=out)
     for warning in warnings:
         print(warning, file=out)
-    if skip_names:
-        print(f"skipped {len(skip_names)} unreadable image(s) (metadata: skipped_images)", file=out)
+    if bad:
+        print(f"skipped {len(bad)} unreadable image(s) (metadata: skipped_images)", file=out)
     print(f"wrote {args.output}", file=out)
     return counts
 

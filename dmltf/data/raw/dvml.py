@@ -45,9 +45,10 @@ def fuel_split_array(split_ranges):
 class DvmlWriter:
     """Writer with DatasetWriter's begin_split / add / end_split, producing the DVML file.
 
-    ``num_examples`` is the total over all splits (the images array is preallocated, as in the
-    reference). ``add`` takes a uint8 [256, 256, 3] RGB array and the 0-based label; the file
-    stores label + 1, the dataset's 1-based class id.
+    ``num_examples`` is the total over all splits: the images array is preallocated, as in the
+    reference, and copied to an exactly sized one if fewer images arrive (``--skip_bad``).
+    ``add`` takes a uint8 [256, 256, 3] RGB array and the 0-based label; the file stores
+    label + 1, the dataset's 1-based class id.
     """
 
     def __init__(self, path, num_examples, overwrite=False):
@@ -58,11 +59,10 @@ class DvmlWriter:
         os.makedirs(parent, exist_ok=True)
         self._tmp = os.path.join(parent, f".{base}.partial-{uuid.uuid4().hex[:8]}")
         self._file = h5py.File(self._tmp, "w")
-        self._images = self._file.create_dataset("images", (num_examples, 3) + IMAGE_SHAPE[:2], dtype=np.uint8)
-        for dim, label in zip(self._images.dims, ("batch", "channel", "height", "width")):
-            dim.label = label
+        self._images = self._create_images(self._file, num_examples)
         self._targets = np.zeros((num_examples, 1), np.int32)
         self._count, self._ranges, self._split = 0, {}, None
+        self.metadata = {}  # DatasetWriter's interface; the reference layout has no metadata
 
     def begin_split(self, name, num_examples=None, image_shape=None):
         if image_shape is not None and tuple(image_shape) != IMAGE_SHAPE:
@@ -82,6 +82,23 @@ class DvmlWriter:
         self._ranges[name] = (start, self._count)
         self._split = None
 
+    def _create_images(self, h5file, num_examples):
+        images = h5file.create_dataset("images", (num_examples, 3) + IMAGE_SHAPE[:2], dtype=np.uint8)
+        for dim, label in zip(images.dims, ("batch", "channel", "height", "width")):
+            dim.label = label
+        return images
+
+    def _rewrite_images(self):
+        """Copies the images into a new file with an exactly sized (contiguous) dataset."""
+        tmp = self._tmp + ".exact"
+        with h5py.File(tmp, "w") as exact:
+            images = self._create_images(exact, self._count)
+            for start in range(0, self._count, 256):
+                images[start:start + 256] = self._images[start:min(start + 256, self._count)]
+        self._file.close()
+        os.replace(tmp, self._tmp)
+        self._file = h5py.File(self._tmp, "a")
+
     def __enter__(self):
         return self
 
@@ -89,9 +106,9 @@ class DvmlWriter:
         complete = False
         try:
             if exc_type is None:
-                if self._count != len(self._targets):
-                    raise ValueError(f"{self._count} images were added, {len(self._targets)} announced")
-                targets = self._file.create_dataset("targets", data=self._targets)
+                if self._count < len(self._targets):  # images were skipped: shrink to the exact size
+                    self._rewrite_images()
+                targets = self._file.create_dataset("targets", data=self._targets[:self._count])
                 targets.dims[0].label, targets.dims[1].label = "batch", "class_labels"
                 self._file.attrs["split"] = fuel_split_array(self._ranges)
                 complete = True
@@ -99,6 +116,7 @@ class DvmlWriter:
             self._file.close()
             if complete:
                 os.replace(self._tmp, self.path)
-            else:
-                os.remove(self._tmp)
+            for leftover in (self._tmp, self._tmp + ".exact"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
         return False
