@@ -63,7 +63,11 @@ def _pair(size):
 
 
 def resize(image, size):
-    return tf.image.resize(tf.cast(image, tf.float32), size, method="bilinear", antialias=True)
+    """Bilinear antialiased resize to ``size`` (h, w) as float32; a no-op cast if already that size."""
+    image = tf.cast(image, tf.float32)
+    same = tf.reduce_all(tf.shape(image)[:2] == tf.convert_to_tensor(size, tf.int32))
+    return tf.cond(same, lambda: image,
+                   lambda: tf.image.resize(image, size, method="bilinear", antialias=True))
 
 
 def crop(image, top, left, size):

@@ -13,7 +13,8 @@ the last partial batch included.
 
 Stages: index batches (numpy) -> one vectorised gather per batch (``numpy.take`` on the split
 held in RAM, or contiguous HDF5 row reads when streamed; see ``splits.py``) -> per image, in
-parallel: JPEG decode, augmentation preset, preprocessing -> batch -> prefetch.
+parallel: JPEG decode, augmentation preset -> batch -> preprocessing of the whole batch ->
+prefetch.
 
 Example:
     >>> import numpy as np
@@ -80,7 +81,10 @@ class _Images:
         if self.split.encoding == "jpeg":
             image = decode_jpeg(image, self.channels)
         image = self.augmentation.eval(image) if seed is None else self.augmentation.train(image, seed)
-        return self.preprocessing(tf.ensure_shape(image, self.shape))
+        return tf.ensure_shape(image, self.shape)
+
+    def preprocess(self, images, labels):
+        return self.preprocessing(images), labels  # on whole batches: one vectorised op
 
 
 def train_dataset(split, classes_per_batch, samples_per_class, *, seed, epoch, augmentation="none",
@@ -122,6 +126,7 @@ def train_dataset(split, classes_per_batch, samples_per_class, *, seed, epoch, a
             .unbatch()
             .map(transform, num_parallel_calls=AUTOTUNE, deterministic=True)
             .batch(batches.shape[1], drop_remainder=True)
+            .map(images.preprocess, num_parallel_calls=AUTOTUNE, deterministic=True)
             .prefetch(AUTOTUNE))
 
 
@@ -142,4 +147,5 @@ def eval_dataset(split, batch_size, *, augmentation="none", preprocessing="none"
             .unbatch()
             .map(lambda x, y: (images.transform(x), y), num_parallel_calls=AUTOTUNE, deterministic=True)
             .batch(batch_size)
+            .map(images.preprocess, num_parallel_calls=AUTOTUNE, deterministic=True)
             .prefetch(AUTOTUNE))
