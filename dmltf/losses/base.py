@@ -135,28 +135,44 @@ class PairLoss(MetricLoss):
 
 
 class ProxyLoss(MetricLoss):
-    """A loss that compares samples with learned class proxies of shape [num_classes, embedding_dim].
+    """A loss that compares samples with learned class weights (proxies, centres, class weights).
 
-    Samples are compared with proxies, not with each other, so ``ref_labels`` /
-    ``ref_embeddings`` are accepted and ignored. Labels must lie in [0, num_classes).
+    The weight is ``proxies`` of shape [num_classes, embedding_dim] unless a subclass overrides
+    ``create_weights`` (``soft_triple``'s ``centers``). Samples are compared with the weights,
+    not with each other, so ``ref_labels`` / ``ref_embeddings`` are accepted and ignored.
+    Labels must lie in [0, num_classes); anything else raises ``InvalidArgumentError``.
+
+    ``ortho_weight`` > 0 adds dml-tf's proxy orthogonality regulariser (``proxy_orthogonality``)
+    on the rows of ``proxy_rows()``, times ``ortho_weight`` (dml-tf uses 0.1).
     """
 
     lr_multiplier = 100.0
     default_initializer = "normal"
 
-    def __init__(self, num_classes, embedding_dim, initializer=None, **kwargs):
+    def __init__(self, num_classes, embedding_dim, initializer=None, ortho_weight=0.0, **kwargs):
         super().__init__(**kwargs)
         from dmltf.losses import initializers  # noqa: PLC0415 (avoids an import cycle)
 
         self.num_classes = int(num_classes)
         self.embedding_dim = int(embedding_dim)
         self.initializer = initializer or self.default_initializer
+        self.ortho_weight = float(ortho_weight)
+        self.create_weights(initializers.get(self.initializer))
+
+    def create_weights(self, initializer):
         self.proxies = self.add_weight(
-            name="proxies",
-            shape=(self.num_classes, self.embedding_dim),
-            initializer=initializers.get(self.initializer),
-            trainable=True,
+            name="proxies", shape=(self.num_classes, self.embedding_dim), initializer=initializer, trainable=True
         )
+
+    def proxy_rows(self):
+        """The learned vectors as rows [N, embedding_dim], float32 (what the regulariser sees)."""
+        return ops.cast(self.proxies, "float32")
+
+    def regularization(self):
+        """Scalar added to the reduced loss; subclasses add their own terms to this one."""
+        if self.ortho_weight == 0.0:
+            return 0.0
+        return self.ortho_weight * proxy_orthogonality(self.proxy_rows())
 
     def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
         labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
@@ -168,12 +184,27 @@ class ProxyLoss(MetricLoss):
         ]
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)
-        return super().call(labels, embeddings)
+        return super().call(labels, embeddings) + self.regularization()
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_classes=self.num_classes, embedding_dim=self.embedding_dim, initializer=self.initializer)
+        config.update(
+            num_classes=self.num_classes,
+            embedding_dim=self.embedding_dim,
+            initializer=self.initializer,
+            ortho_weight=self.ortho_weight,
+        )
         return config
+
+
+def proxy_orthogonality(proxies):
+    """dml-tf's regulariser on raw proxies P [C, D]:
+    ``(1/C) sum_c (1 - |p_c|^2)^2 + sum_{c<c'} (p_c . p_c')^2 / (2 (C - 1))``."""
+    gram = ops.matmul(proxies, ops.transpose(proxies))
+    count = ops.cast(ops.shape(proxies)[0], "float32")
+    norms = ops.mean(ops.square(1.0 - ops.diagonal(gram)))
+    off_diagonal = ops.sum(ops.square(ops.triu(gram, k=1)))
+    return norms + off_diagonal / (2.0 * ops.maximum(count - 1.0, 1.0))
 
 
 def log_sum_exp(logits, mask, axis):

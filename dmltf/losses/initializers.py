@@ -34,6 +34,10 @@ _REGISTRY = {
     # PyTorch's default Linear-style init, kaiming_uniform_(a=sqrt(5)) (SoftTriple, DRML).
     "kaiming_uniform": lambda: TorchKaiming(mode="fan_in", distribution="uniform", a=math.sqrt(5.0)),
     "orthogonal": lambda: keras.initializers.Orthogonal(),
+    # Paddle's fluid Xavier() (uniform), the arcmargin weight init; symmetric in the fans.
+    "xavier_uniform": lambda: keras.initializers.GlorotUniform(),
+    # ProxyNCA++ / dichotomies proxy-nca: randn(C, D) / 8.
+    "normal_div8": lambda: keras.initializers.RandomNormal(stddev=0.125),
 }
 
 
@@ -47,6 +51,3 @@ def get(identifier):
     if identifier not in _REGISTRY:
         raise ValueError(f"Unknown initializer {identifier!r}; valid names: {', '.join(names())}")
     return _REGISTRY[identifier]()
-
-
-
