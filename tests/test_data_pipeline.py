@@ -178,3 +178,19 @@ def test_variable_size_jpeg_needs_image_size(tmp_path):
     x, y = next(iter(data.train_dataset(split, 2, 2, seed=0, epoch=0, augmentation="torch_imagenet",
                                         preprocessing="torch_imagenet", image_size=6)))
     assert x.shape == (4, 6, 6, 3) and sorted(y.numpy().tolist()) == [0, 0, 1, 1]
+
+
+def test_mirrored_replicas_each_get_whole_class_groups():
+    import tensorflow as tf
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    split = index_split()
+    ds = data.train_dataset(split, 4, 2, seed=5, epoch=0, preprocessing="raw", num_replicas=2)
+    global_batches = [(x.numpy(), y.numpy()) for x, y in ds]
+    for (x, y), (gx, gy) in zip(strategy.experimental_distribute_dataset(ds), global_batches):
+        xs, ys = strategy.experimental_local_results(x), strategy.experimental_local_results(y)
+        assert [len(r) for r in ys] == [4, 4]
+        for labels in ys:  # two whole groups of K = 2 per replica
+            assert (labels.numpy().reshape(2, 2)[:, 0] == labels.numpy().reshape(2, 2)[:, 1]).all()
+        np.testing.assert_array_equal(np.concatenate([r.numpy() for r in ys]), gy)
+        np.testing.assert_array_equal(np.concatenate([r.numpy() for r in xs]), gx)
