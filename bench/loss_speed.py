@@ -1,0 +1,117 @@
+"""Forward + backward time of every pair-based loss at B=180, D=512 on CPU, next to one
+training step of a ResNet-50 embedding model.
+
+Each loss runs in a ``tf.function`` on a 45 classes x 4 samples batch; the first (tracing)
+call is a warm-up and is excluded; the figure is the median of ``--repeats`` timed calls.
+The ResNet-50 step (``keras.applications.ResNet50(weights=None, include_top=False,
+pooling="avg")`` + Dense(512), SGD, triplet+semi-hard loss) runs at ``--model_batch``
+224x224 images: the default is 32, not 180, because 180 images need ~20 GB of activations
+and minutes per step on a 2-core CPU; the printout states the batch used.
+
+    python bench/loss_speed.py [--repeats 5] [--model_batch 32] [--skip_model]
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from dmltf import losses  # noqa: E402
+
+BATCH, DIM = 180, 512
+
+# Loss name -> constructor kwargs (defaults unless a default needs a per-class count).
+LOSSES = {
+    "contrastive": {},
+    "triplet": {"miner": "semi_hard"},
+    "triplet (all triplets)": {},
+    "margin": {},
+    "lifted_structure": {},
+    "generalized_lifted_structure": {},
+    "npair": {},
+    "multi_similarity": {},
+    "circle": {},
+    "angular": {},
+    "histogram": {},
+    "quadruplet": {},
+    "margin_sample_mining": {},
+    "eml": {},
+    "adapted_triplet": {},
+    "smooth_ap": {},
+    "xbm (multi_similarity, 1024 rows, full)": {"loss": "multi_similarity", "memory_size": 1024, "warmup_steps": 0},
+}
+
+
+def median_time(fn, repeats):
+    fn()  # trace + warm-up, excluded
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def loss_step(loss, labels, x):
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            value = loss(labels, x)
+        return tape.gradient(value, x)
+
+    return lambda: step().numpy()
+
+
+def model_step(batch):
+    backbone = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=(224, 224, 3))
+    model = keras.Sequential([backbone, keras.layers.Dense(DIM)])
+    loss = losses.get("triplet", miner="semi_hard")
+    optimizer = keras.optimizers.SGD(1e-3)
+    images = tf.random.normal((batch, 224, 224, 3))
+    labels = tf.constant(np.repeat(np.arange(batch // 4 + 1), 4)[:batch])
+
+    @tf.function
+    def step():
+        with tf.GradientTape() as tape:
+            value = loss(labels, model(images, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
+        return value
+
+    return lambda: step().numpy()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--model_batch", type=int, default=32)
+    parser.add_argument("--skip_model", action="store_true")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    labels = tf.constant(np.repeat(np.arange(BATCH // 4), 4))
+    x = tf.constant(rng.normal(size=(BATCH, DIM)).astype("float32"))
+    print(f"forward+backward, B={BATCH}, D={DIM}, CPU ({os.cpu_count()} cores), median of {args.repeats}")
+    print(f"{'loss':45s} {'ms':>9s}")
+    for name, kwargs in LOSSES.items():
+        loss = losses.get(name.split(" ")[0], **kwargs)
+        if name.startswith("xbm"):
+            for _ in range(6):  # fill the memory: 6 x 180 > 1024 rows
+                loss(labels, x)
+        print(f"{name:45s} {1000 * median_time(loss_step(loss, labels, x), args.repeats):9.1f}", flush=True)
+    if not args.skip_model:
+        seconds = median_time(model_step(args.model_batch), max(1, args.repeats // 2))
+        print(
+            f"ResNet-50 + Dense({DIM}) training step, batch {args.model_batch} x 224x224 "
+            f"(NOT {BATCH}: see the docstring): {1000 * seconds:.0f} ms ({1000 * seconds / args.model_batch:.0f} ms/image)"
+        )
+
+
+if __name__ == "__main__":
+    main()
