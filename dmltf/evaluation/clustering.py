@@ -11,6 +11,11 @@ F1 as in Revisiting-DML ``metrics/f1.py`` / GeDML ``metrics.f1_score``.
   #pairs with the same class and cluster; counted from the class x cluster contingency table,
   so it is O(N) memory. Convention where a ratio is 0/0 (no same-cluster or no same-class
   pair, e.g. all labels distinct): that ratio is 0, and F1 = 0 when P + R = 0.
+
+Cost at SOP scale (60,000 points, ~11,000 classes and clusters): NMI and F1 take well under a
+second, AMI ~20 s (sklearn's expected mutual information loops over classes x clusters), and
+faiss k-means 20 passes of a 60,000 x 11,000 search. Leave ``ami`` out of frequent
+in-training evaluations there.
 """
 import numpy as np
 from sklearn import metrics as sk_metrics
