@@ -142,6 +142,9 @@ def test_writer_rejects_bad_examples(tmp_path):
             w.add(np.zeros((4, 4, 3), np.uint8), 2)
         with pytest.raises(ValueError, match="not a JPEG"):
             w.add(b"GIF89a....", 0)
+        truncated = encode_jpeg(smooth_images(1, 4, 4)[0])[:-60]
+        with pytest.raises(ValueError, match="split 'train', example 0: (corrupt JPEG|unreadable JPEG)"):
+            w.add(truncated, 0)
         with pytest.raises(ValueError, match="must end in '_label'"):
             w.add(np.zeros((4, 4, 3), np.uint8), 0, category=1)
         w.add(np.zeros((4, 4, 3), np.uint8), 0, super_label=1)

@@ -50,5 +50,8 @@ def jpeg_shape(data):
 
 def decode_jpeg(data, channels=3):
     """JPEG bytes -> uint8 [H, W, channels] (full decode; used when writing raw from bytes)."""
-    img = _open_jpeg(data).convert(_MODES[channels])
+    try:
+        img = _open_jpeg(data).convert(_MODES[channels])
+    except OSError as e:  # Pillow reports truncated or corrupt image data as OSError
+        raise ValueError(f"corrupt JPEG data: {e}") from e
     return np.asarray(img, np.uint8).reshape(img.height, img.width, channels)

@@ -202,33 +202,30 @@ class DatasetWriter:
 
     # -- validation -----------------------------------------------------------------------
     def _payload(self, image, shape, where):
+        """The stored form of ``image``: a uint8 array (raw) or JPEG bytes (jpeg)."""
         if isinstance(image, (bytes, bytearray, memoryview)):
             data = bytes(image)
             try:
-                if self.encoding == "raw":
-                    array = imglib.decode_jpeg(data, channels=shape[-1])
-                    return self._check_shape(array, shape, where)
-                self._check_shape(np.empty(imglib.jpeg_shape(data), np.uint8), shape, where)
-                return data
+                decoded = imglib.decode_jpeg(data, shape[-1]) if self.encoding == "raw" else None
+                got = imglib.jpeg_shape(data) if decoded is None else decoded.shape
             except ValueError as e:
-                if str(e).startswith(where):
-                    raise
                 raise ValueError(f"{where}: {e}") from None
+            self._check_shape(got, shape, where)
+            return data if decoded is None else decoded
         array = imglib.check_uint8_hwc(image, f"{where}: image")
-        self._check_shape(array, shape, where)
+        self._check_shape(array.shape, shape, where)
         return array if self.encoding == "raw" else imglib.encode_jpeg(array, self.jpeg_quality)
+
+    @staticmethod
+    def _check_shape(got, shape, where):
+        if shape is not None and tuple(got) != shape:
+            raise ValueError(f"{where}: image shape {tuple(got)} differs from the split's image_shape {shape}")
 
     def _check_metadata(self):
         try:
             json.dumps(self.metadata)
         except (TypeError, ValueError) as e:
             raise ValueError(f"metadata must be JSON-serialisable: {e}") from None
-
-    @staticmethod
-    def _check_shape(array, shape, where):
-        if shape is not None and array.shape != shape:
-            raise ValueError(f"{where}: image shape {array.shape} differs from the split's image_shape {shape}")
-        return array
 
     @staticmethod
     def _check_label(value, where, field, class_names=None):
