@@ -185,6 +185,10 @@ def test_hdf5_bad_fields_name_file_and_field(tmp_path):
         open_dataset(path).split("train")
     with pytest.raises(KeyError, match="no split 'val'; valid splits: train"):
         open_dataset(path).split("val")
+    with h5py.File(path, "a") as f:
+        f.attrs["format_version"] = 99
+    with pytest.raises(ValueError, match="format_version 99; this dmltf reads up to 1"):
+        open_dataset(path)
     with h5py.File(tmp_path / "plain.h5", "w") as f:
         f["images"] = np.zeros((2, 2, 2, 3), np.uint8)
     with pytest.raises(ValueError, match="plain.h5 is not a dmltf HDF5 file"):

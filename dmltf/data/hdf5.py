@@ -170,6 +170,9 @@ class HDF5Dataset(StoredDataset):
         if "splits" not in self._file:
             raise ValueError(f"{path} is not a dmltf HDF5 file: no 'splits' group (top-level fields: "
                              f"{sorted(self._file)}); write it with a datasets/*_converter.py script")
+        version = int(self._file.attrs.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise ValueError(f"{path} has format_version {version}; this dmltf reads up to {FORMAT_VERSION}")
         names = ([n.decode() if isinstance(n, bytes) else n for n in self._file["class_names"][:]]
                  if "class_names" in self._file else [])
         metadata = json.loads(self._file.attrs.get("metadata", "{}"))

@@ -166,6 +166,9 @@ class TFRecordDataset(StoredDataset):
             meta = json.load(f)
         if "splits" not in meta:
             raise ValueError(f"{meta_path} has no 'splits' field (fields: {sorted(meta)})")
+        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{meta_path} has format_version {meta['format_version']}; this dmltf reads up to "
+                             f"{FORMAT_VERSION}")
         self._meta = meta
         super().__init__(path, meta.get("class_names", []), sorted(meta["splits"]), meta.get("metadata", {}))
 

@@ -116,7 +116,11 @@ class DatasetWriter:
         self._out.begin_split(name, num_examples, image_shape, self.encoding)
 
     def add(self, image, label, **extra_labels):
-        """Adds one example: a uint8 [H, W, C] array or JPEG bytes, its class id, extra labels."""
+        """Adds one example: a uint8 [H, W, C] array or JPEG bytes, its class id, extra labels.
+
+        JPEG bytes are stored verbatim for ``encoding="jpeg"`` after a header check only (no full
+        decode, for speed); for ``encoding="raw"`` they are decoded, so corrupt data fails here.
+        """
         s = self._split
         if s is None:
             raise RuntimeError("add() outside begin_split()/end_split()")
