@@ -381,3 +381,41 @@ def test_weights_survive_keras_saving(name, tmp_path):
     restored = keras.saving.load_model(path)
     for v in restored.metric_loss.weights:
         np.testing.assert_allclose(np.asarray(v), values[v.name].astype("float32"))
+
+
+# ----------------------------------------------------------------------------- optimizer groups
+@pytest.mark.parametrize("name,multiplier", [("proxy_nca_pp", 1e5), ("soft_triple", 100.0), ("arcface", 1.0)])
+def test_one_step_moves_proxies_at_the_loss_multiplier(name, multiplier):
+    """Through the trainer's groups (plain SGD): the loss group steps lr * multiplier * grad,
+    the backbone lr * grad, so the fitted step sizes differ by exactly the reference multiplier."""
+    import config
+    from dmltf.training import builders
+    from dmltf.training.optim import GroupOptimizer
+
+    keras.utils.set_random_seed(0)
+    cfg = config.make(loss=name, backbone="small_cnn", embedding_dim=8, optimizer="sgd", momentum=0.0,
+                      weight_decay=0.0, lr=1e-3, loss_soft_triple_centers_per_class=2)
+    method = builders.build_method(cfg, builders.DatasetInfo(num_classes=4, input_shape=(8, 8, 1)))
+    images = np.random.default_rng(0).uniform(size=(8, 8, 8, 1)).astype("float32")
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    method(images)
+    groups = {g.name: GroupOptimizer(g, cfg) for g in method.optimizer_groups()}
+    assert groups["loss"].base_lr == pytest.approx(1e-3 * multiplier)
+    variables = {k: groups[k].group.variables for k in ("backbone", "loss")}
+    before = {k: [np.asarray(v).copy() for v in vs] for k, vs in variables.items()}
+    with tf.GradientTape() as tape:
+        total = method.compute_losses((images, labels))["loss"]
+    grads = dict(zip(variables, tape.gradient(total, list(variables.values()))))
+    for k in variables:
+        groups[k].apply(grads[k])
+
+    def fitted_step(k):
+        """The scalar s with delta = -s * grad (least squares over the group's elements)."""
+        delta = np.concatenate([(np.asarray(v) - b).ravel() for v, b in zip(variables[k], before[k])])
+        g = np.concatenate([np.asarray(x).ravel() for x in grads[k]])
+        assert np.abs(g).max() > 0
+        return -(delta @ g) / (g @ g)
+
+    backbone_step, loss_step = fitted_step("backbone"), fitted_step("loss")
+    assert backbone_step == pytest.approx(1e-3, rel=1e-3)
+    assert loss_step / backbone_step == pytest.approx(multiplier, rel=1e-3)

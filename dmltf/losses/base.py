@@ -158,6 +158,7 @@ class ProxyLoss(MetricLoss):
         self.initializer = initializer or self.default_initializer
         self.ortho_weight = float(ortho_weight)
         self.create_weights(initializers.get(self.initializer))
+        self.built = True  # all state exists now: optimizer groups and saving see it before a call
 
     def create_weights(self, initializer):
         self.proxies = self.add_weight(
