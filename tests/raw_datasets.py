@@ -209,3 +209,56 @@ def truncate(path):
 def garble(path):
     with open(path, "wb") as f:
         f.write(b"this is not an image")
+
+
+def make_tfds(data_dir, name):
+    """A prepared TFDS copy of ``name`` (the real features, a few images) under data_dir/name/<version>.
+
+    Written with TFDS's own ``store_as_tfds_dataset``, as ``tfds build`` would lay it out.
+    Cars196 and CUB ship classification splits (every class in train and test); the SOP copy
+    mixes classes across its splits too, so the regrouping by class is exercised for all
+    three. Returns {tfds split: [(pixels, label, super label or None), ...]} in stored order.
+    """
+    import tensorflow_datasets as tfds
+
+    jpeg = tfds.features.Image(encoding_format="jpeg")
+    if name == "cars196":
+        version, labels = "2.1.0", (0, 97, 98, 195)
+        features = tfds.features.FeaturesDict({
+            "image": jpeg, "bbox": tfds.features.BBoxFeature(), "id": tfds.features.Text(),
+            "label": tfds.features.ClassLabel(names=[f"car {c}" for c in range(1, 197)])})
+    elif name == "caltech_birds2011":
+        version, labels = "0.1.1", (0, 99, 100, 199)
+        features = tfds.features.FeaturesDict({
+            "image": jpeg, "image/filename": tfds.features.Text(), "label": tfds.features.ClassLabel(num_classes=200),
+            "label_name": tfds.features.Text(), "bbox": tfds.features.BBoxFeature(),
+            "segmentation_mask": tfds.features.Image(shape=(None, None, 1))})
+    else:
+        version, labels = "1.0.0", None
+        features = tfds.features.FeaturesDict({
+            "class_id": tfds.features.ClassLabel(num_classes=22634),
+            "super_class_id/num": tfds.features.ClassLabel(num_classes=12),
+            "super_class_id": tfds.features.ClassLabel(names=list(SOP_SUPER)), "image": jpeg})
+    splits, index = {"train": [], "test": []}, 0
+    for split in splits:
+        rows = [(0, 0), (1, 0), (11318, 5), (11319, 11)] if split == "test" else [(11317, 3), (2, 0)]
+        if labels is not None:
+            rows = [(label, None) for label in (labels if split == "train" else labels[::-1])]
+        for label, super_label in rows:
+            index += 1
+            pixels = image_pixels(index, SIZES[index % len(SIZES)])
+            if name == "cars196":
+                example = {"image": pixels, "bbox": tfds.features.BBox(0.1, 0.1, 0.9, 0.9), "id": f"{index:05d}",
+                           "label": label}
+            elif name == "caltech_birds2011":
+                example = {"image": pixels, "image/filename": f"{label + 1:03d}.Bird/{index}.jpg", "label": label,
+                           "label_name": f"bird_{label + 1}", "bbox": tfds.features.BBox(0.1, 0.1, 0.9, 0.9),
+                           "segmentation_mask": np.zeros(pixels.shape[:2] + (1,), np.uint8)}
+            else:
+                example = {"class_id": label, "super_class_id/num": super_label, "super_class_id": super_label,
+                           "image": pixels}
+            splits[split].append((pixels, label, super_label, example))
+    tfds.dataset_builders.store_as_tfds_dataset(
+        name=name, version=version, features=features, data_dir=data_dir, disable_shuffling=True,
+        split_datasets={s: [(f"{s}{i}", r[3]) for i, r in enumerate(rows)] for s, rows in splits.items()})
+    return {s: [r[:3] for r in rows] for s, rows in splits.items()}

@@ -432,7 +432,7 @@ def test_raw_encoding_needs_square(raw_root, tmp_path, capsys):
 
 
 # -- the scripts themselves --------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["cars196", "cub200", "sop", "folder"])
+@pytest.mark.parametrize("name", ["cars196", "cub200", "sop", "folder", "tfds"])
 def test_script_help(name, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", [f"{name}_converter.py", "--help"])
     with pytest.raises(SystemExit) as exit_info:
@@ -451,3 +451,54 @@ def test_script_runs_as_a_program(raw_root, tmp_path):
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and "canonical images" in result.stdout
     assert open_dataset(str(out)).split("test").num_examples == 6
+
+
+# -- a prepared TensorFlow Datasets copy --------------------------------------------------------
+TFDS_NAMES = {"cars196": 98, "caltech_birds2011": 100, "stanford_online_products": 11318}
+
+
+@pytest.fixture(scope="module")
+def tfds_dir(tmp_path_factory):
+    pytest.importorskip("tensorflow_datasets")
+    data_dir = tmp_path_factory.mktemp("tfds")
+    return data_dir, {name: raw.make_tfds(str(data_dir), name) for name in TFDS_NAMES}
+
+
+@pytest.mark.parametrize("name", list(TFDS_NAMES))
+def test_tfds_copy_split_by_class(tfds_dir, tmp_path, capsys, name):
+    from dmltf.data.raw import tfds_source
+
+    data_dir, expected = tfds_dir
+    records = expected[name]["train"] + expected[name]["test"]  # TFDS order: its train, then test
+    fmt, encoding, resize = ("tfrecord", "raw", "square") if name == "cars196" else ("hdf5", "jpeg", "none")
+    out = output_path(tmp_path, fmt)
+    code, stdout, err = run(tfds_source.main, ["--name", name, "--root", data_dir, "--output", out, "--format", fmt,
+                                               "--encoding", encoding, "--resize", resize, "--size", 16], capsys)
+    assert code == 0, err
+    ds = open_dataset(str(out))
+    for split_name in ("train", "test"):
+        in_split = [r for r in records if (r[1] < TFDS_NAMES[name]) == (split_name == "train")]
+        split = ds.split(split_name)
+        assert split.labels.tolist() == [r[1] for r in in_split]
+        if name == "stanford_online_products":
+            assert split.extra_labels["super_labels"].tolist() == [r[2] for r in in_split]
+        for image, record in zip(stored_images(split), in_split):
+            want = record[0] if resize == "none" else np.asarray(Image.fromarray(record[0]).resize((16, 16)))
+            assert image.shape == want.shape
+            assert np.abs(image.astype(int) - want.astype(int)).mean() < 2 * JPEG_MEAN_TOL  # TFDS stores JPEG
+    assert ds.metadata["source_layout"] == f"tfds:{name}" and ds.metadata["skipped_images"] == 0
+    assert "canonical images" in stdout and "WARNING" in stdout
+    if name == "caltech_birds2011":
+        assert ds.class_names[199] == "bird_200"
+
+
+def test_tfds_copy_missing_never_downloads(tmp_path, capsys):
+    pytest.importorskip("tensorflow_datasets")
+    from dmltf.data.raw import tfds_source
+
+    empty = tmp_path / "tfds"
+    empty.mkdir()
+    assert_fails(tfds_source.main, ["--name", "cars196", "--root", empty, "--output", tmp_path / "o.h5"], capsys,
+                 "no prepared TensorFlow Datasets copy of cars196", str(empty / "cars196" / "<version>"),
+                 "dmltf never downloads")
+    assert os.listdir(empty) == []

@@ -280,11 +280,13 @@ LAYOUT_DEFAULTS = {
 }
 
 
-def make_parser(description, dvml_layout=False):
+def make_parser(description, dvml_layout=False, root_default=None):
     """argparse parser with ``--root`` and the options every converter shares."""
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", required=True, help="folder of the raw download (see above)")
+    parser.add_argument("--root", required=root_default is None, default=root_default,
+                        help="folder of the raw download (see above)"
+                             + (f"; default {root_default}" if root_default else ""))
     parser.add_argument("--output", required=True, help="output .h5 file (hdf5) or directory (tfrecord)")
     parser.add_argument("--format", choices=("hdf5", "tfrecord"), help="default hdf5")
     parser.add_argument("--encoding", choices=("raw", "jpeg"),
