@@ -163,5 +163,9 @@ def main(description, backbone, read, layout, argv=None):
     except (WeightFileError, ImportError, FileNotFoundError) as e:
         parser.exit(2, f"error: {e}\n")
     print(f"wrote {args.output} ({backbone})")
-    if unused:
-        print(f"ignored {len(unused)} key(s) the backbone does not use: {', '.join(unused[:8])}" + (" ..." if len(unused) > 8 else ""))
+    counters = [k for k in unused if k.endswith("num_batches_tracked")]
+    others = [k for k in unused if k not in counters]
+    if others:
+        print(f"ignored {len(others)} key(s) the backbone does not use: {', '.join(others[:8])}" + (" ..." if len(others) > 8 else ""))
+    if counters:
+        print(f"ignored {len(counters)} BatchNorm num_batches_tracked counter(s)")
