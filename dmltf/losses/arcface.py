@@ -44,7 +44,8 @@ class ArcFaceLoss(ClassifierLoss):
         if self.easy_margin:
             phi = ops.where(cos > 0.0, phi, cos)
         else:  # past theta = pi - m, cos(theta + m) would increase again: use a linear penalty
-            phi = ops.where(cos > math.cos(math.pi - self.margin), phi, cos - math.sin(math.pi - self.margin) * self.margin)
+            threshold, penalty = math.cos(math.pi - self.margin), math.sin(math.pi - self.margin) * self.margin
+            phi = ops.where(cos > threshold, phi, cos - penalty)
         is_pos = ops.cast(ops.one_hot(labels, self.num_classes), "bool")
         return self.scale * ops.where(is_pos, phi, cos)
 

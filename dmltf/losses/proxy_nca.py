@@ -23,7 +23,7 @@ Example:
     >>> from dmltf.losses import get
     >>> loss = get("proxy_nca", num_classes=3, embedding_dim=4, proxy_scale=8.0)
     >>> x = np.random.default_rng(0).normal(size=(6, 4)).astype("float32")
-    >>> np.isfinite(float(loss(np.array([0, 0, 1, 1, 2, 2]), x)))
+    >>> bool(np.isfinite(loss(np.array([0, 0, 1, 1, 2, 2]), x)))
     True
 """
 from keras import ops
