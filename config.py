@@ -74,6 +74,7 @@ GROUPS = {
     },
     "train": {
         "epochs": (30, "Training epochs."),
+        "max_steps_per_epoch": (0, "Cap on the steps of an epoch (0: the sampler's full epoch)."),
         "seed": (0, "Seed of initialisation, sampling and augmentation; a CPU run repeats exactly."),
         "strategy": ("default", "default, mirrored or multi_worker (TF_CONFIG)."),
         "cpu_replicas": (0, "Split the CPU into N logical devices (test the mirrored path on CPU)."),

@@ -36,13 +36,18 @@ def gather_global_batch(labels, embeddings):
     ``all_gather`` has a gradient (each replica gets the slice of its own inputs, summed
     over replicas), so a loss computed on the gathered batch and divided by the number of
     replicas yields exactly the single-device gradient of the global-batch loss.
+    Labels travel as an extra float32 column of the same collective (exact below 2^24):
+    separate collectives of different dtypes can be ordered differently on each replica.
     Returns (labels, embeddings, num_replicas).
     """
     ctx = tf.distribute.get_replica_context()
     n = ctx.num_replicas_in_sync if ctx is not None else 1
     if n == 1:
         return labels, embeddings, 1
-    return ctx.all_gather(labels, axis=0), ctx.all_gather(embeddings, axis=0), n
+    dtype = embeddings.dtype
+    packed = tf.concat([tf.cast(embeddings, tf.float32), tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)], axis=1)
+    gathered = ctx.all_gather(packed, axis=0)
+    return tf.cast(gathered[:, -1], labels.dtype), tf.cast(gathered[:, :-1], dtype), n
 
 
 class Method(keras.Model):

@@ -98,9 +98,13 @@ class Trainer:
     def __init__(self, cfg, build_method, train_split, eval_split=None, *, preprocessing="none", strategy=None):
         self.cfg, self.train_split, self.eval_split, self.preprocessing = cfg, train_split, eval_split, preprocessing
         self.strategy = strategy or tf.distribute.get_strategy()
-        self.logdir = cfg.logdir
+        self.is_chief = _is_chief(self.strategy)
+        # Every worker saves (saving is collective); only the chief's files are the run's.
+        self.logdir = cfg.logdir if self.is_chief else os.path.join(cfg.logdir, "workers", str(_task_id(self.strategy)))
         self.global_batch = cfg.classes_per_batch * cfg.samples_per_class
         self.steps_per_epoch = data.steps_per_epoch(train_split, cfg.classes_per_batch, cfg.samples_per_class)
+        if cfg.max_steps_per_epoch:
+            self.steps_per_epoch = min(self.steps_per_epoch, cfg.max_steps_per_epoch)
         with self.strategy.scope():
             self.method = build_method()
             self.groups = [GroupOptimizer(g, cfg) for g in self.method.optimizer_groups()]
@@ -112,8 +116,7 @@ class Trainer:
         )
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.logdir, "checkpoints"), max_to_keep=2)
         self.best_manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.logdir, "best"), max_to_keep=1)
-        self.is_chief = _is_chief(self.strategy)
-        self.writer = tf.summary.create_file_writer(self.logdir if self.is_chief else os.path.join(self.logdir, "workers"))
+        self.writer = tf.summary.create_file_writer(self.logdir)
         self._step_fns = {}
         self.history = []
 
@@ -169,7 +172,7 @@ class Trainer:
             lambda: data.train_dataset(
                 self.train_split, cfg.classes_per_batch, cfg.samples_per_class, seed=cfg.seed, epoch=epoch,
                 augmentation=cfg.augmentation, preprocessing=self.preprocessing, image_size=cfg.image_size or None,
-                num_replicas=self.strategy.num_replicas_in_sync),
+                num_replicas=self.strategy.num_replicas_in_sync).take(self.steps_per_epoch),
             self.global_batch,
         )
         step_fn = self._step_fn(self._active(epoch))
@@ -244,7 +247,13 @@ def _is_chief(strategy):
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
-    return resolver.task_type in ("chief", None) or (resolver.task_type == "worker" and resolver.task_id == 0)
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def _task_id(strategy):
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return f"{resolver.task_type}_{resolver.task_id}" if resolver is not None else "0"
 
 
 def _progress(cfg, steps, epoch):

@@ -1,0 +1,46 @@
+"""One training run as the flags describe it: what ``train/main.py`` does, callable from Python.
+
+Example (a short run on the bundled digits):
+    >>> import config
+    >>> from dmltf.training.experiment import run
+    >>> trainer, rows = run(config.make(epochs=1, logdir="/tmp/dmltf-doc", export=False, progress="none"))  # doctest: +SKIP
+"""
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dmltf.training import builders
+from dmltf.training.trainer import Trainer, embed_split, evaluate_embeddings, make_strategy
+
+
+def build_trainer(cfg, strategy=None):
+    """Seeds, precision policy, strategy, splits and the Trainer for ``cfg``."""
+    keras.utils.set_random_seed(cfg.seed)
+    tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("float32" if cfg.precision == "float32" else cfg.precision)
+    strategy = strategy or make_strategy(cfg.strategy)
+    train_split, eval_split = builders.load_splits(cfg)
+    info = builders.DatasetInfo(train_split.num_classes, builders.input_shape(cfg, train_split))
+    return Trainer(cfg, lambda: builders.build_method(cfg, info), train_split, eval_split,
+                   preprocessing=builders.preprocessing(cfg), strategy=strategy)
+
+
+def run(cfg, strategy=None):
+    """Train and evaluate; returns (trainer, [(row name, metrics)]) with baselines if asked."""
+    trainer = build_trainer(cfg, strategy)
+    rows = []
+    if cfg.baselines:
+        split = trainer.eval_split
+        pixels = split.load().images.reshape(split.num_examples, -1).astype(np.float32)
+        rows.append(("raw pixels", evaluate_embeddings(pixels, split.labels, cfg)))
+        rows.append(("untrained", evaluate_embeddings(*embed_split(trainer.method, split, cfg, trainer.preprocessing), cfg)))
+    rows.append(("trained", trainer.fit()))
+    if cfg.export and trainer.is_chief:
+        print(f"exported to {trainer.export()}")
+    return trainer, rows
+
+
+def format_table(rows, metrics):
+    header = f"{'':<12}" + "".join(f"{m:>13}" for m in metrics)
+    lines = [f"{name:<12}" + "".join(f"{r.get(m, float('nan')):>13.4f}" for m in metrics) for name, r in rows]
+    return "\n".join([header, *lines])

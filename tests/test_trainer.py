@@ -1,0 +1,191 @@
+"""The trainer spine: distribution, optimizer groups, warm-up, resume, TensorBoard output, export.
+
+Runs on the bundled digits with the small CNN; ``conftest.py`` gives two logical CPU devices.
+"""
+import functools
+import glob
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import config
+from dmltf import data
+from dmltf.training import builders
+from dmltf.training.experiment import build_trainer, run
+from dmltf.training.trainer import distribute_batches
+
+
+def small_cfg(tmp_path, **overrides):
+    base = dict(
+        dataset="digits", backbone="small_cnn", embedding_dim=16, classes_per_batch=10, samples_per_class=4,
+        epochs=1, max_steps_per_epoch=3, eval_every=0, progress="none", export=False, logdir=str(tmp_path),
+        tb_neighbours=0, tb_projector_points=0, eval_metrics=["recall@1", "map@r"], optimizer="sgd", momentum=0.0,
+        weight_decay=0.0, lr=0.05,
+    )
+    base.update(overrides)
+    return config.make(**base)
+
+
+def weights(trainer):
+    return [v.numpy().copy() for v in trainer.method.trainable_variables]
+
+
+@functools.lru_cache(maxsize=None)
+def mirrored():
+    """One strategy per process: two MirroredStrategy objects over the same devices reuse
+    collective keys, and their collectives can then clash."""
+    return tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")[:2]])
+
+
+def test_balanced_batches_give_each_replica_whole_class_groups():
+    train, _ = builders.load_digits_splits("stratified")
+    strategy = mirrored()
+    make = lambda: data.train_dataset(train, 4, 3, seed=1, epoch=0, num_replicas=2).take(2)
+    expected = list(make())
+    for (images, labels), (global_images, global_labels) in zip(distribute_batches(strategy, make, 12), expected):
+        shares = strategy.experimental_local_results(labels)
+        assert len(shares) == 2
+        for share in shares:
+            share = share.numpy()
+            assert share.shape == (6,)
+            # 2 classes x 3 images, contiguous groups
+            assert len(set(share[:3])) == 1 and len(set(share[3:])) == 1 and share[0] != share[3]
+        np.testing.assert_array_equal(np.concatenate([s.numpy() for s in shares]), global_labels.numpy())
+        img_shares = strategy.experimental_local_results(images)
+        np.testing.assert_array_equal(np.concatenate([s.numpy() for s in img_shares]), global_images.numpy())
+
+
+@pytest.mark.parametrize("loss,extra", [
+    ("proxy_anchor", {}),
+    ("triplet", {"miner": "semi_hard", "distance": "squared_euclidean", "loss_triplet_margin": 1.0}),
+])
+def test_mirrored_two_devices_matches_one_device(tmp_path, loss, extra):
+    # Frozen BN: per-replica batch statistics would otherwise differ by design.
+    cfg = small_cfg(tmp_path / "one", loss=loss, freeze_bn=True, **extra)
+    one = build_trainer(cfg)
+    one.fit()
+    cfg2 = small_cfg(tmp_path / "two", loss=loss, freeze_bn=True, **extra)
+    two = build_trainer(cfg2, strategy=mirrored())
+    assert two.strategy.num_replicas_in_sync == 2
+    two.fit()
+    start = build_trainer(small_cfg(tmp_path / "start", loss=loss, freeze_bn=True, **extra))
+    moved = max(np.abs(a - b).max() for a, b in zip(weights(one), weights(start)))
+    assert moved > 1e-3  # training changed the weights
+    for a, b in zip(weights(one), weights(two)):
+        np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+
+
+def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path):
+    full = build_trainer(small_cfg(tmp_path / "full", epochs=2, optimizer="adamw", weight_decay=1e-4, lr=1e-3))
+    full.fit()
+    first = build_trainer(small_cfg(tmp_path / "resumed", epochs=1, optimizer="adamw", weight_decay=1e-4, lr=1e-3))
+    first.fit()
+    del first  # the "killed" process
+    resumed = build_trainer(small_cfg(tmp_path / "resumed", epochs=2, optimizer="adamw", weight_decay=1e-4,
+                                      lr=1e-3, resume=True, seed=123))
+    resumed.cfg.seed = 0  # the run's seed; a wrong initialisation must be overwritten by the restore
+    assert resumed.restore() == 1
+    resumed.fit()
+    assert int(resumed.step.numpy()) == int(full.step.numpy()) == 6
+    for a, b in zip(weights(full), weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    for ga, gb in zip(full.groups, resumed.groups):
+        for va, vb in zip(ga.optimizer.variables, gb.optimizer.variables):
+            np.testing.assert_allclose(va.numpy(), vb.numpy(), atol=1e-6)
+
+
+def test_group_learning_rate_multiplier_moves_proxies_by_its_factor(tmp_path):
+    cfg = small_cfg(tmp_path, loss="proxy_anchor", max_steps_per_epoch=1, lr=0.01, freeze_bn=True)
+    trainer = build_trainer(cfg)
+    groups = {g.name: g for g in trainer.groups}
+    assert groups["loss"].base_lr == pytest.approx(0.01 * 100)  # Proxy-Anchor's reference multiplier
+    batch = next(iter(data.train_dataset(trainer.train_split, 10, 4, seed=0, epoch=0, preprocessing="none")))
+    with tf.GradientTape() as tape:
+        loss = trainer.method.compute_losses(batch)["loss"]
+    variables = [v for g in trainer.groups for v in g.group.variables]
+    grads = tape.gradient(loss, variables)
+    before = [v.numpy().copy() for v in variables]
+    trainer.fit()
+    lr_of = {id(v): g.base_lr for g in trainer.groups for v in g.group.variables}
+    for v, b, g in zip(variables, before, grads):
+        np.testing.assert_allclose(v.numpy(), b - lr_of[id(v)] * g.numpy(), atol=1e-6, rtol=1e-4)
+    proxies = trainer.method.loss_fn.proxies
+    index = [i for i, v in enumerate(variables) if v is proxies][0]
+    assert np.abs(proxies.numpy() - before[index]).max() > 0
+
+
+def test_warmup_epochs_train_only_the_named_groups(tmp_path):
+    cfg = small_cfg(tmp_path, warmup_epochs=1, warmup_groups=["head", "loss"], epochs=1)
+    trainer = build_trainer(cfg)
+    backbone = [v.numpy().copy() for v in trainer.method.embedding_model.get_layer("backbone").trainable_variables]
+    head = [v.numpy().copy() for v in trainer.method.embedding_model.get_layer("head").trainable_variables]
+    trainer.fit()
+    for v, b in zip(trainer.method.embedding_model.get_layer("backbone").trainable_variables, backbone):
+        np.testing.assert_array_equal(v.numpy(), b)
+    assert any(np.abs(v.numpy() - b).max() > 0
+               for v, b in zip(trainer.method.embedding_model.get_layer("head").trainable_variables, head))
+
+
+def test_step_schedule_sets_each_group_rate(tmp_path):
+    cfg = small_cfg(tmp_path, epochs=3, schedule="step", lr_step_size=1, lr_gamma=0.5, max_steps_per_epoch=1,
+                    group_lrs=["head:0.2"])
+    trainer = build_trainer(cfg)
+    trainer.fit()
+    rates = {g.name: g.learning_rate for g in trainer.groups}
+    assert rates["backbone"] == pytest.approx(0.05 * 0.25)
+    assert rates["head"] == pytest.approx(0.2 * 0.25)
+    assert rates["loss"] == pytest.approx(0.05 * 100 * 0.25)
+
+
+def _event_tags(logdir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(logdir, size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc, set(acc.Tags()["tensors"])
+
+
+def test_tensorboard_logs_scalars_histograms_neighbours_and_projector(tmp_path):
+    cfg = small_cfg(tmp_path, epochs=2, eval_every=1, tb_neighbours=4, tb_projector_points=50, export=True)
+    trainer, rows = run(cfg)
+    acc, tags = _event_tags(str(tmp_path))
+    for tag in ("train/loss", "learning_rate/backbone", "learning_rate/loss", "eval/map@r", "eval/recall@1",
+                "distances/positive_pairs", "distances/negative_pairs", "neighbours/top5"):
+        assert tag in tags, tag
+    assert [e.step for e in acc.Tensors("eval/map@r")] == [1, 2]
+    image = tf.image.decode_png(acc.Tensors("neighbours/top5")[-1].tensor_proto.string_val[2]).numpy()
+    assert image.shape == (4 * 12, 6 * 12, 3)  # 4 queries x (query + 5 neighbours), 8 px + 2 px frames
+    lines = open(tmp_path / "projector_tensors.tsv").read().splitlines()
+    assert len(lines) == 50 and len(lines[0].split("\t")) == 16
+    assert "projector_sprite.png" in open(tmp_path / "projector_config.pbtxt").read()
+    # The exported model gives the trained embeddings.
+    exported = keras.saving.load_model(str(tmp_path / "export" / "embedding_model.keras"))
+    x = trainer.eval_split.load().images[:5].astype("float32") / 255.0
+    np.testing.assert_allclose(exported(x).numpy(), trainer.method.embed(x).numpy(), atol=1e-5)
+    assert rows[-1][0] == "trained" and 0 < rows[-1][1]["map@r"] <= 1
+
+
+def test_unknown_names_list_the_valid_ones(tmp_path):
+    with pytest.raises(ValueError, match="valid names: .*proxy_anchor"):
+        build_trainer(small_cfg(tmp_path, loss="proxy_anchr"))
+    with pytest.raises(ValueError, match="valid names: .*small_cnn"):
+        build_trainer(small_cfg(tmp_path, backbone="resnet"))
+    with pytest.raises(ValueError, match="valid names: .*semi_hard"):
+        build_trainer(small_cfg(tmp_path, loss="triplet", miner="semihard"))
+    with pytest.raises(ValueError, match="Unknown configuration keys: not_a_flag"):
+        config.make(not_a_flag=1)
+
+
+def test_missing_dataset_names_the_converters(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cars196_converter.py"):
+        build_trainer(small_cfg(tmp_path, dataset=str(tmp_path / "cars196.h5")))
+
+
+def test_trainer_writes_checkpoints_each_epoch_and_best(tmp_path):
+    trainer = build_trainer(small_cfg(tmp_path, epochs=2, eval_every=1))
+    trainer.fit()
+    assert len(glob.glob(os.path.join(tmp_path, "checkpoints", "ckpt-*.index"))) == 2
+    assert glob.glob(os.path.join(tmp_path, "best", "ckpt-*.index"))
