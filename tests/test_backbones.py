@@ -130,3 +130,14 @@ def test_frozen_batchnorm_is_pytorch_eval_without_affine_gradients():
     assert np.abs(np.array(kernel) - kernel_before).max() > 0  # the rest trains
     for v, b in zip(bn_vars, before):  # statistics and affine weights do not
         np.testing.assert_array_equal(np.array(v), b)
+
+
+def test_every_backbone_names_a_known_preprocessing():
+    from dmltf.data import preprocessing
+
+    for name in backbones.names():
+        preprocessing.get(backbones.get_spec(name).preprocessing)  # raises on an unknown name
+    x = np.random.default_rng(3).uniform(0, 255, (2, 4, 4, 3)).astype("float32")
+    np.testing.assert_allclose(  # the Keras ResNet50 entry's means are Keras' own
+        np.asarray(preprocessing.get("caffe_bgr_keras")(x)), keras.applications.resnet50.preprocess_input(x.copy()), atol=1e-4
+    )

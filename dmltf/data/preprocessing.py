@@ -8,6 +8,7 @@ name                       output
 ``caffe_bgr``              RGB -> BGR, minus per-channel means (B, G, R) = (104, 117, 123):
                            Caffe GoogLeNet as in DVML (``means=`` overrides)
 ``caffe_bgr_bninception``  as caffe_bgr with means (104, 117, 128): Cadene BN-Inception
+``caffe_bgr_keras``        as caffe_bgr with Keras' means (103.939, 116.779, 123.68): ResNet50
 ``torch_imagenet``         x / 255, minus mean (0.485, 0.456, 0.406), over std (0.229, 0.224, 0.225)
 ``keras_inception``        x / 127.5 - 1, in [-1, 1] (Keras Applications "tf" mode)
 =========================  ==================================================================
@@ -78,6 +79,11 @@ def caffe_bgr(x, means=(104.0, 117.0, 123.0)):
 @register("caffe_bgr_bninception")
 def caffe_bgr_bninception(x):
     return caffe_bgr(x, means=(104.0, 117.0, 128.0))
+
+
+@register("caffe_bgr_keras")
+def caffe_bgr_keras(x):
+    return caffe_bgr(x, means=(103.939, 116.779, 123.68))
 
 
 @register("torch_imagenet")
