@@ -40,23 +40,27 @@ def make_strategy(name):
 
 
 def distribute_batches(strategy, make_dataset, global_batch):
-    """Global batches -> each replica's contiguous share (whole class groups per replica)."""
+    """Global P x K batches -> each replica's contiguous share (whole class groups per replica).
+
+    ``make_dataset(shard)`` returns the global batches (``shard=None``) or, per input pipeline
+    (one per worker), only that worker's contiguous share ``shard=(index, count)``.
+    """
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
-        return make_dataset()
+        return make_dataset(None)
     if global_batch % replicas:
         raise ValueError(f"global batch {global_batch} is not divisible by {replicas} replicas")
     per_replica = global_batch // replicas
 
     def dataset_fn(ctx):
         local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
-        start = ctx.input_pipeline_id * local * per_replica
+        shard = (ctx.input_pipeline_id, ctx.num_input_pipelines) if ctx.num_input_pipelines > 1 else None
 
-        def shares(images, labels):
-            take = lambda t: tf.reshape(t[start:start + local * per_replica], [local, per_replica, *t.shape[1:]])
-            return tf.data.Dataset.from_tensor_slices((take(images), take(labels)))
+        def shares(images, labels):  # a worker's share -> one element per local replica, in order
+            split = lambda t: tf.reshape(t, [local, per_replica, *t.shape[1:]])
+            return tf.data.Dataset.from_tensor_slices((split(images), split(labels)))
 
-        return make_dataset().flat_map(shares)
+        return make_dataset(shard).flat_map(shares)
 
     options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
     return strategy.distribute_datasets_from_function(dataset_fn, options)
@@ -169,10 +173,10 @@ class Trainer:
         cfg = self.cfg
         dataset = distribute_batches(
             self.strategy,
-            lambda: data.train_dataset(
+            lambda shard: data.train_dataset(
                 self.train_split, cfg.classes_per_batch, cfg.samples_per_class, seed=cfg.seed, epoch=epoch,
                 augmentation=cfg.augmentation, preprocessing=self.preprocessing, image_size=cfg.image_size or None,
-                num_replicas=self.strategy.num_replicas_in_sync).take(self.steps_per_epoch),
+                num_replicas=self.strategy.num_replicas_in_sync, shard=shard).take(self.steps_per_epoch),
             self.global_batch,
         )
         step_fn = self._step_fn(self._active(epoch))
