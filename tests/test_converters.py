@@ -502,3 +502,18 @@ def test_tfds_copy_missing_never_downloads(tmp_path, capsys):
                  "no prepared TensorFlow Datasets copy of cars196", str(empty / "cars196" / "<version>"),
                  "dmltf never downloads")
     assert os.listdir(empty) == []
+
+
+def test_dvml_layout_resizes_like_opencv_when_installed(tmp_path, capsys):
+    cv2 = pytest.importorskip("cv2")
+    expected = raw.make_cars_car_ims(str(tmp_path / "raw"))
+    out = tmp_path / "cars196.hdf5"
+    code, _, err = run(cars196.main, ["--root", tmp_path / "raw", "--output", out, "--layout", "dvml"], capsys)
+    assert code == 0, err
+    records = sorted(expected["train"] + expected["test"], key=lambda r: (r[1], r[0]))
+    with h5py.File(out, "r") as f:
+        for i, record in enumerate(records):
+            # The reference's preprocess(): imread (BGR) -> RGB -> cv2.resize to 256 x 256 -> CHW.
+            rgb = cv2.cvtColor(cv2.imread(record[0], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            want = np.transpose(cv2.resize(rgb, (256, 256)), (2, 0, 1))
+            assert np.array_equal(f["images"][i], want), record[0]

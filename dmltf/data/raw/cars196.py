@@ -12,6 +12,12 @@ Layouts (METHODS.md sections 1.6 and 7; the .mat files as Stanford ships them):
            DVML port did.
 Rows are sorted by (class, path), the order of the DVML converter. Boxes are 1-based and
 inclusive; ``--crop_bbox`` crops to them. Labels are class - 1.
+
+References: Xun-Yang/Deep-Variational-Metric-Learning and wzzheng/HDML
+``datasets/cars196_converter.py`` (split "labels 1~98 for train, 99~196 for test"),
+tjddus9597/Proxy-Anchor-CVPR2020 ``code/dataset/cars.py``. Deviations: images are decoded
+with Pillow (the converters used OpenCV; both wrap libjpeg) and the resize policy is a flag
+(the references always resize to 256 x 256; ``--layout dvml`` does too).
 """
 import os
 import sys

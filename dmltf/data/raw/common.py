@@ -9,6 +9,12 @@ of images and classes per split next to the canonical counts of METHODS.md secti
 
 Labels are 0-based global class ids (e.g. Cars196 class 99 -> label 98), so a zero-shot test
 split keeps ids disjoint from the train split; ``class_names[label]`` names each one.
+
+Example:
+    >>> from dmltf.data.raw.common import CANONICAL, split_table
+    >>> table, warnings = split_table({"train": (98, 8054), "test": (98, 8130)}, CANONICAL["cars196"])
+    >>> print(warnings[0])
+    WARNING: split 'test' has 8,130 images / 98 classes; the standard split has 8,131 / 98
 """
 import argparse
 import collections
@@ -402,15 +408,16 @@ def convert(splits, class_names, args, policy, metadata, canonical=None, out=Non
 def run_cli(parser, build, argv=None):
     """CLI body shared by the converters: ``build(args) -> (splits, class_names, metadata, canonical)``.
 
-    Expected failures (missing files, bad images, existing output) print one ``error:``
-    message and return 1 instead of a traceback.
+    Expected failures (missing files, bad images, existing output, invalid values; all
+    ValueErrors name the file or example) print one ``error:`` message and return 1 instead
+    of a traceback.
     """
     args = parser.parse_args(argv)
     try:
         policy = resolve_args(args)  # option conflicts and an existing output fail before any work
         splits, class_names, metadata, canonical = build(args)
         convert(splits, class_names, args, policy, metadata, canonical)
-    except (LayoutError, BadImagesError, FileExistsError) as e:
+    except (ValueError, BadImagesError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -6,6 +6,10 @@ Layout (METHODS.md section 7; the CUB_200_2011.tgz download):
   classes.txt "<class_id> <NNN.Class_Name>", bounding_boxes.txt "<image_id> <x> <y> <width>
   <height>" (read only with --crop_bbox). train_test_split.txt, the classification split, is
   ignored. ROOT may also be the CUB_200_2011 folder itself. Labels are class_id - 1.
+
+Reference: tjddus9597/Proxy-Anchor-CVPR2020 ``code/dataset/cub.py`` (classes 0-99 train,
+100-199 test over images/); the DRML / GeDML assert counts of METHODS.md section 3.5. The
+labels equal the references' because the folder prefix NNN is the class id.
 """
 import os
 

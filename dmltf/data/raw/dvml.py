@@ -15,6 +15,11 @@ Rows are sorted by class, so train = [0, first index of class 99) and test = [th
 Deviations: written under a temporary name and renamed when complete (the reference wrote in
 place); pixels come from Pillow's decoder (libjpeg, as OpenCV's) and OpenCV's INTER_LINEAR
 resize when OpenCV is installed, Pillow bilinear otherwise (pixels then differ slightly).
+
+Example:
+    >>> rows = fuel_split_array({"train": (0, 8054), "test": (8054, 16185)})
+    >>> [(bytes(r["split"]), bytes(r["source"]), int(r["start"]), int(r["stop"])) for r in rows][:2]
+    [(b'train', b'images', 0, 8054), (b'train', b'targets', 0, 8054)]
 """
 import os
 import uuid

@@ -9,6 +9,10 @@ Layout (METHODS.md sections 5.2 and 7):
 Labels are class_id - 1; the super-class (super_class_id - 1, the 12 product categories) is kept
 as the extra label ``super_labels`` (LM-Metric's sampler needs it), its names in the metadata.
 Class names are "<category folder>/<product id>", from the paths.
+
+Reference: PaddlePaddle/models metric_learning ``reader.py`` (METHODS.md 5.2). Deviation: Paddle
+uses class_id - 1 for train and the raw class_id for test; here both are class_id - 1 (only
+label equality matters for retrieval).
 """
 import os
 
