@@ -330,6 +330,10 @@ def test_missing_annotation_file_and_image_folder(tmp_path, capsys):
                  "Ebay_train.txt not found", str(tmp_path / "nothing" / "Info_Files"))
     assert_fails(folder.main, ["--root", tmp_path / "cub", "--output", out], capsys,
                  f"expected folder {tmp_path / 'cub' / 'train'}")
+    raw.make_cars_devkit(str(tmp_path / "devkit"))
+    assert_fails(cars196.main, ["--root", tmp_path / "devkit", "--output", out, "--test_annotations",
+                                tmp_path / "nowhere.mat"], capsys,
+                 f"(--test_annotations) not found: expected file {tmp_path / 'nowhere.mat'}")
 
 
 def test_mat_without_expected_fields_lists_its_fields(tmp_path, capsys):

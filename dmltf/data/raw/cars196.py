@@ -107,8 +107,10 @@ def read_devkit(root, test_annotations=None):
     rows = load_struct_array(train_annotations, "annotations", DEVKIT_FIELDS)
     examples = _examples(rows, lambda r: os.path.join(train_dir, r["fname"]), train_annotations)
     used = [train_annotations]
-    candidates = [test_annotations] if test_annotations else [
-        os.path.join(p, "cars_test_annos_withlabels.mat") for p in places]
+    if test_annotations:  # named explicitly: it must exist
+        candidates = [require(test_annotations, "Cars196 labelled test annotation file (--test_annotations)")]
+    else:
+        candidates = [os.path.join(p, "cars_test_annos_withlabels.mat") for p in places]
     test_annotations = next((p for p in candidates if os.path.isfile(p)), None)
     if test_annotations:
         test_dir = require(os.path.join(root, "cars_test"), "Cars196 image folder cars_test/", is_dir=True)
