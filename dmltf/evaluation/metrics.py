@@ -131,7 +131,7 @@ def evaluate(
         if valid.any():
             k = max(metric.needs_k(int(r.max())) for metric in retrieval_metrics.values())
             k = min(k, len(refs) - int(exclude_self))
-            for start, _, indices in iter_knn(queries, refs, k, exclude_self, backend, distance, chunk_size):
+            for start, _, indices in iter_knn(queries, refs, k, exclude_self, distance, backend, chunk_size):
                 rows = slice(start, start + len(indices))
                 keep = valid[rows]
                 match = ref_codes[indices[keep]] == query_codes[rows][keep][:, None]

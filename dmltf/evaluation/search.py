@@ -118,7 +118,7 @@ def _drop_self(scores, indices, query_indices):
     return scores[keep].reshape(-1, k), indices[keep].reshape(-1, k)
 
 
-def iter_knn(queries, refs, k, exclude_self=False, backend="faiss", distance="euclidean", chunk_size=None):
+def iter_knn(queries, refs, k, exclude_self=False, distance="euclidean", backend="faiss", chunk_size=None):
     """Yields ``(start, distances, indices)`` per chunk of prepared float32 ``queries``.
 
     ``queries`` and ``refs`` come from :func:`prepare_embeddings`; ``backend`` is resolved.
@@ -166,7 +166,7 @@ def knn(queries, refs, k, exclude_self=False, distance="euclidean", backend="aut
         if not np.array_equal(queries, refs):
             raise ValueError("exclude_self=True needs refs to be the same set as the queries")
         refs = queries
-    chunks = list(iter_knn(queries, refs, k, exclude_self, backend, distance, chunk_size))
+    chunks = list(iter_knn(queries, refs, k, exclude_self, distance, backend, chunk_size))
     if not chunks:
         return np.zeros((0, k), "float32"), np.zeros((0, k), "int64")
     return np.concatenate([c[1] for c in chunks]), np.concatenate([c[2] for c in chunks])
