@@ -54,7 +54,7 @@ def read(root, crop_bbox=False):
             if image_id not in boxes:
                 raise LayoutError(f"{need('bounding_boxes.txt')} has no box for image {image_id} ({rel})")
             try:
-                x, y, w, h = (float(v) for v in boxes[image_id][0].split() + list(boxes[image_id][1:]))
+                x, y, w, h = (float(v) for v in boxes[image_id])
             except ValueError:
                 raise LayoutError(f"{need('bounding_boxes.txt')}: bad box for image {image_id}") from None
             box = (x, y, x + w, y + h)
