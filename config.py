@@ -47,8 +47,10 @@ GROUPS = {
         "miner": ("", "Miner for pair-based losses (dmltf.miners); empty: the loss's default."),
         "distance": ("", "Distance for pair-based losses; empty: the loss's default."),
         "reduction": ("", "mean, mean_nonzero or sum; empty: the loss's default."),
-        "loss_lr_multiplier": (0.0, "Learning-rate multiplier of the loss's weights; 0: the reference's."),
+        "loss_lr_multiplier": (0.0, "Learning-rate multiplier of the loss's weights; 0: the reference's "
+                               "(freeze them with --group_lrs=loss:0)."),
         "proxy_initializer": ("", "Initialiser of proxies/class weights; empty: the loss's default."),
+        "proxy_ortho_weight": (0.0, "Weight of dml-tf's proxy orthogonality regulariser (proxy losses)."),
     },
     "optim": {
         "optimizer": ("adamw", "adam, adamw or sgd."),
@@ -97,7 +99,7 @@ GROUPS = {
 
 # Constructor parameters that have their own shared flag above, or are set by the trainer.
 _SHARED_PARAMS = {"self", "num_classes", "embedding_dim", "distance", "miner", "reduction",
-                  "lr_multiplier", "initializer", "name", "dtype", "kwargs"}
+                  "lr_multiplier", "initializer", "ortho_weight", "name", "dtype", "kwargs"}
 
 
 def _own_params(cls):
@@ -144,9 +146,16 @@ def make(**overrides):
 
 
 def component_kwargs(cfg, kind, name):
-    """Constructor kwargs of component ``name`` (kind 'loss' or 'miner') from the namespace."""
-    prefix = f"{kind}_{name}_"
-    return {k[len(prefix):]: v for k, v in vars(cfg).items() if k.startswith(prefix)}
+    """Constructor kwargs of component ``name`` (kind 'loss' or 'miner') from the namespace.
+
+    Matched by parameter name, not by prefix: ``loss_margin_*`` must not pick up
+    ``loss_margin_sample_mining_*``.
+    """
+    from dmltf import losses, miners
+
+    cls = (losses if kind == "loss" else miners).get_class(name)
+    values = vars(cfg)
+    return {p: values[f"{kind}_{name}_{p}"] for p in _own_params(cls) if f"{kind}_{name}_{p}" in values}
 
 
 def parse_group_map(entries, what):

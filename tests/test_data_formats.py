@@ -200,3 +200,21 @@ def test_array_split_checks_lengths():
         ArraySplit(np.zeros((3, 2, 2, 1), np.uint8), [0, 1])
     with pytest.raises(ValueError, match="uint8"):
         ArraySplit(np.zeros((3, 2, 2, 1)), [0, 1, 2])
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_jpeg_blocks_of_equal_byte_length(tmp_path, fmt):
+    # One image, or images whose encodings all have the same length, once broke the HDF5 writer.
+    same = encode_jpeg(np.zeros((8, 8, 3), np.uint8))
+    path = str(tmp_path / "ds")
+    with DatasetWriter(path, format=fmt, encoding="jpeg", class_names=["a"]) as w:
+        w.begin_split("one", num_examples=1)
+        w.add(same, 0)
+        w.end_split()
+        w.begin_split("two", num_examples=2)
+        w.add(same, 0)
+        w.add(same, 0)
+        w.end_split()
+    ds = open_dataset(path)
+    assert ds.split("one").read(0, 1)[0] == same
+    assert [bytes(b) for b in ds.split("two").read(0, 2)] == [same, same]

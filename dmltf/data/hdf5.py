@@ -73,10 +73,12 @@ class HDF5Writer:
                 g[name].resize(end, axis=0)
         if isinstance(images[0], bytes):
             block = np.empty(len(images), object)
-            block[:] = [np.frombuffer(b, np.uint8) for b in images]
+            for i, b in enumerate(images):
+                block[i] = np.frombuffer(b, np.uint8)
+            # write_direct: slice assignment would read equal-length rows as one 2-D array
+            g["images"].write_direct(block, dest_sel=np.s_[start:end])
         else:
-            block = np.stack(images)
-        g["images"][start:end] = block
+            g["images"][start:end] = np.stack(images)
         g["labels"][start:end] = labels
         for name, values in extra_labels.items():
             g[name][start:end] = values

@@ -76,10 +76,9 @@ def build_loss(cfg, name, num_classes, embedding_dim):
         if cfg.distance:
             kwargs["distance"] = cfg.distance
     accepted = _init_params(cls)
-    if "num_classes" in accepted:
-        kwargs.update(num_classes=num_classes, embedding_dim=embedding_dim)
-    if cfg.proxy_initializer and "initializer" in accepted:
-        kwargs["initializer"] = cfg.proxy_initializer
+    shared = {"num_classes": num_classes, "embedding_dim": embedding_dim,
+              "initializer": cfg.proxy_initializer or None, "ortho_weight": cfg.proxy_ortho_weight or None}
+    kwargs.update({k: v for k, v in shared.items() if k in accepted and v is not None})
     if cfg.reduction:
         kwargs["reduction"] = cfg.reduction
     if cfg.loss_lr_multiplier:

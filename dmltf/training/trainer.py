@@ -212,9 +212,18 @@ class Trainer:
         self.writer.flush()
         return metrics
 
+    def input_spec(self):
+        """What a user of the embedding model must apply to images (stored with exports)."""
+        return {"augmentation": self.cfg.augmentation, "preprocessing": self.preprocessing,
+                "image_size": self.cfg.image_size, "input_shape": list(self.method.embedding_model.input_shape[1:])}
+
     def fit(self):
         """Train to ``cfg.epochs`` (resuming if asked); returns the last evaluation's metrics."""
         cfg = self.cfg
+        if self.is_chief:
+            os.makedirs(self.logdir, exist_ok=True)
+            with open(os.path.join(self.logdir, "config.json"), "w") as f:
+                json.dump(vars(cfg), f, indent=1, sort_keys=True)
         start = self.restore() if cfg.resume else 0
         best = -np.inf
         metrics = {}
@@ -244,6 +253,8 @@ class Trainer:
         model = self.method.embedding_model
         model.save(os.path.join(out, "embedding_model.keras"))
         model.export(os.path.join(out, "saved_model"), verbose=False)
+        with open(os.path.join(out, "input_spec.json"), "w") as f:
+            json.dump(self.input_spec(), f, indent=1)
         return out
 
 

@@ -1,0 +1,80 @@
+"""Loading a trained embedder for evaluation and inference: from a training run directory
+(its ``config.json`` and a checkpoint) or from an exported ``.keras`` model (with the
+``input_spec.json`` written beside it).
+"""
+import json
+import os
+import types
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import config as config_lib
+import dmltf.models  # noqa: F401  (registers the custom layers a saved model may hold)
+from dmltf import data
+
+
+class Embedder:
+    """``embed(split)`` / ``embed_images(uint8 images)`` with the training run's input handling."""
+
+    def __init__(self, fn, augmentation, preprocessing, image_size, input_shape, batch_size=256):
+        if input_shape[-1] == 1:  # a grayscale model fed images decoded as RGB (JPEG of any size)
+            gray_fn = fn
+            fn = lambda x: gray_fn(tf.image.rgb_to_grayscale(x) if x.shape[-1] == 3 else x)  # noqa: E731
+        self.fn = tf.function(fn, reduce_retracing=True)
+        self.augmentation, self.preprocessing = augmentation, preprocessing
+        # Without a crop size, images of other sizes are resized to the model's input.
+        self.image_size = image_size or (input_shape[0] if augmentation == "none" else None)
+        self.batch_size, self.input_shape = batch_size, tuple(input_shape)
+
+    def embed(self, split):
+        ds = data.eval_dataset(split, self.batch_size, augmentation=self.augmentation,
+                               preprocessing=self.preprocessing, image_size=self.image_size)
+        outs, labels = [], []
+        for images, y in ds:
+            outs.append(tf.cast(self.fn(images), tf.float32).numpy())
+            labels.append(y.numpy())
+        return np.concatenate(outs), np.concatenate(labels)
+
+    def embed_images(self, images):
+        return self.embed(data.ArraySplit(images, np.zeros(len(images), np.int64)))[0]
+
+
+def from_run(run_dir, which="best", batch_size=256):
+    """The method of a training run, restored from its ``best`` or ``last`` checkpoint."""
+    from dmltf.training import builders
+
+    cfg_path = os.path.join(run_dir, "config.json")
+    if not os.path.exists(cfg_path):
+        raise FileNotFoundError(f"{cfg_path} not found: --run must be a train/main.py --logdir")
+    with open(cfg_path) as f:
+        stored = json.load(f)
+    known = config_lib.all_flags()
+    cfg = config_lib.make(**{k: v for k, v in stored.items() if k in known})
+    folder = os.path.join(run_dir, "best" if which == "best" else "checkpoints")
+    path = tf.train.latest_checkpoint(folder)
+    if path is None:
+        hint = " (no evaluation ran: use which='last')" if which == "best" else ""
+        raise FileNotFoundError(f"no checkpoint in {folder}{hint}")
+    train_split, _ = builders.load_splits(cfg)
+    info = builders.DatasetInfo(train_split.num_classes, builders.input_shape(cfg, train_split))
+    method = builders.build_method(cfg, info)
+    tf.train.Checkpoint(method=method).restore(path).expect_partial().assert_existing_objects_matched()
+    embedder = Embedder(method.embed, cfg.augmentation, builders.preprocessing(cfg), cfg.image_size, info.input_shape,
+                        batch_size)
+    return embedder, cfg
+
+
+def from_export(model_path, batch_size=256):
+    """An exported ``embedding_model.keras`` with its ``input_spec.json``."""
+    if not os.path.exists(model_path):
+        raise FileNotFoundError(f"model {model_path!r} not found (train/main.py writes <logdir>/export/)")
+    spec_path = os.path.join(os.path.dirname(model_path), "input_spec.json")
+    if not os.path.exists(spec_path):
+        raise FileNotFoundError(f"{spec_path} not found: it records the preprocessing the model expects")
+    with open(spec_path) as f:
+        spec = types.SimpleNamespace(**json.load(f))
+    model = keras.saving.load_model(model_path)
+    return Embedder(lambda x: model(x, training=False), spec.augmentation, spec.preprocessing, spec.image_size,
+                    spec.input_shape, batch_size)
