@@ -8,7 +8,9 @@ A method is a ``keras.Model`` with
 - ``optimizer_groups() -> [OptimizerGroup]``: which variables each optimizer updates, the
   loss key it minimises and its learning-rate multiplier;
 - ``embed(images)``: the embedding evaluation and export use; ``embedding_model`` is the Keras
-  model exported.
+  model exported;
+- ``on_epoch_begin(epoch)``: called by the trainer before each epoch (0-based), also after a
+  resume, e.g. to switch a training phase; state that must survive a resume lives in variables.
 The trainer knows no method by name. ``train_step`` makes ``model.fit`` work on one host.
 """
 from dataclasses import dataclass, field
@@ -65,6 +67,9 @@ class Method(keras.Model):
     def call(self, images, training=False):
         return self.embedding_model(images, training=training)
 
+    def on_epoch_begin(self, epoch):
+        """Hook before each training epoch; nothing by default."""
+
     def loss_layers(self):
         """Losses whose statistics the trainer may log; empty by default."""
         return []
@@ -107,6 +112,9 @@ class MetricLearner(Method):
         if self.loss_fn.trainable_variables:
             groups.append(OptimizerGroup("loss", self.loss_fn.trainable_variables, lr_multiplier=self.loss_fn.lr_multiplier))
         return [g for g in groups if g.variables]
+
+    def on_epoch_begin(self, epoch):
+        """Hook before each training epoch; nothing by default."""
 
     def loss_layers(self):
         return [self.loss_fn]

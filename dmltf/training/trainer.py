@@ -171,6 +171,7 @@ class Trainer:
 
     def train_epoch(self, epoch):
         cfg = self.cfg
+        self.method.on_epoch_begin(epoch)
         dataset = distribute_batches(
             self.strategy,
             lambda shard: data.train_dataset(
