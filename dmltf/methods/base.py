@@ -113,8 +113,5 @@ class MetricLearner(Method):
             groups.append(OptimizerGroup("loss", self.loss_fn.trainable_variables, lr_multiplier=self.loss_fn.lr_multiplier))
         return [g for g in groups if g.variables]
 
-    def on_epoch_begin(self, epoch):
-        """Hook before each training epoch; nothing by default."""
-
     def loss_layers(self):
         return [self.loss_fn]
