@@ -82,6 +82,14 @@ def test_pool2d_matches_pytorch_rules(mode, k, s, p, ceil_mode, size):
     np.testing.assert_allclose(np.asarray(y), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_floor_mode_pool2d_accepts_variable_sizes():
+    inputs = keras.Input((None, None, 2))
+    model = keras.Model(inputs, Pool2D("max", 3, 2, padding=1)(inputs))
+    for size in ((8, 7), (5, 6)):
+        x = np.random.default_rng(4).standard_normal((1, *size, 2)).astype("float32")
+        np.testing.assert_allclose(np.asarray(model(x)), _torch_pool(x, "max", 3, 2, 1, False), rtol=1e-6)
+
+
 def test_pool2d_refuses_an_average_overhang():
     with pytest.raises(ValueError, match="overhang"):
         Pool2D("avg", 3, 2, ceil_mode=True)(np.zeros((1, 6, 6, 1), "float32"))

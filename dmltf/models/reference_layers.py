@@ -12,8 +12,8 @@ as their reference implementation (GoogLeNet from Caffe, BN-Inception and ResNet
   padding; TF's 'same' pads bottom/right first) and BatchNormalization with PyTorch's
   momentum convention converted to Keras'.
 
-Deviation: spatial sizes must be static (the ceil-mode padding is computed when the model is
-built), so build a backbone with a fixed image size.
+Deviation: ceil-mode pooling needs static spatial sizes (its padding is computed when the model
+is built), so build GoogLeNet and BN-Inception with a fixed image size.
 
 Example:
     >>> import numpy as np
@@ -28,14 +28,16 @@ from keras import ops
 
 def _pool_extra_padding(size, kernel, stride, padding, ceil_mode, layer_name):
     """Bottom/right padding beyond ``padding`` that PyTorch's ceil mode implies."""
+    if not ceil_mode:
+        return 0  # floor mode: the windows fit
     if size is None:
         raise ValueError(
             f"{layer_name}: ceil-mode pooling needs a static spatial size; build the backbone "
             "with a fixed image size (e.g. input_shape=(224, 224, 3))."
         )
     span = size + 2 * padding - kernel
-    out = (-(-span // stride) if ceil_mode else span // stride) + 1
-    if ceil_mode and (out - 1) * stride >= size + padding:
+    out = -(-span // stride) + 1
+    if (out - 1) * stride >= size + padding:
         out -= 1  # PyTorch / Caffe: the last window must start inside the image or left padding
     return max((out - 1) * stride + kernel - (size + 2 * padding), 0)
 
@@ -69,7 +71,7 @@ class Pool2D(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         pads = self._paddings(input_shape)
         k, s = self.pool_size, self.strides
-        h, w = ((input_shape[i] + sum(pads[i]) - k) // s + 1 for i in (1, 2))
+        h, w = (None if input_shape[i] is None else (input_shape[i] + sum(pads[i]) - k) // s + 1 for i in (1, 2))
         return (input_shape[0], h, w, input_shape[3])
 
     def get_config(self):
@@ -110,7 +112,11 @@ class LocalResponseNorm(keras.layers.Layer):
 
 
 def conv(x, filters, kernel, name, strides=1, padding=0, use_bias=True):
-    """PyTorch/Caffe convolution: symmetric zero padding, then a VALID Conv2D named ``name``."""
+    """PyTorch/Caffe convolution: symmetric zero padding, then a VALID Conv2D named ``name``.
+
+    At stride 1 with padding (kernel - 1) / 2 that is TF's 'same', used directly (faster)."""
+    if strides == 1 and 2 * padding == kernel - 1:
+        return keras.layers.Conv2D(filters, kernel, padding="same", use_bias=use_bias, name=name)(x)
     if padding:
         x = keras.layers.ZeroPadding2D(padding, name=f"{name}_pad")(x)
     return keras.layers.Conv2D(filters, kernel, strides, padding="valid", use_bias=use_bias, name=name)(x)
