@@ -101,7 +101,8 @@ def test_unknown_names_list_valid_ones():
                                          "torch_imagenet"):
         augmentation.get("imagenet")
     with pytest.raises(ValueError, match="Unknown preprocessing 'bgr'; valid names: caffe_bgr, "
-                                         "caffe_bgr_bninception, keras_inception, none, raw, torch_imagenet"):
+                                         "caffe_bgr_bninception, caffe_bgr_keras, keras_inception, none, raw, "
+                                         "torch_imagenet"):
         preprocessing.get("bgr")
 
 
