@@ -27,6 +27,8 @@ GROUPS = {
                             "samples, every class in both halves) or 'zero_shot' (train 0-4, test 5-9)."),
         "classes_per_batch": (8, "P: classes per training batch (global, across replicas)."),
         "samples_per_class": (4, "K: images per class in a training batch."),
+        "batch_sampler": ("balanced", "balanced: P classes x K images; random: plain shuffled batches of P*K "
+                          "images, each image once per epoch (Fuel's ShuffledScheme, the DVML reference)."),
         "augmentation": ("none", "Augmentation preset: none, dmltf, torch_imagenet, dvml."),
         "preprocessing": ("", "Input normalisation; empty: the backbone's own."),
         "image_size": (0, "Training/eval crop size; 0: the preset's or the native size."),
@@ -41,6 +43,21 @@ GROUPS = {
         "embedding_bn": (False, "BatchNorm after the embedding Dense layer."),
         "l2_normalize": (True, "L2-normalise the embedding in the model."),
         "freeze_bn": (False, "Freeze the backbone's BatchNorm (statistics and affine), as PyTorch eval()."),
+    },
+    "dvml": {
+        "dvml_mode": ("paper", "paper (GeDML's reading: reconstruction reaches the encoder in phase 2) or "
+                      "reference (the Xun-Yang TF port's behaviour and quirks; see dmltf/methods/dvml.py)."),
+        "dvml_samples": (0, "T, reparameterised samples per image; 0: the mode's (paper 20, reference 1)."),
+        "dvml_lambdas_phase1": (["1", "1", "0.1", "1"], "lambda1..4 (KL, reconstruction, synthetic, invariant) "
+                                "in phase 1."),
+        "dvml_lambdas_phase2": (["0.8", "1", "0.2", "0.8"], "lambda1..4 in phase 2."),
+        "dvml_phase1_epochs": (1, "Phase 1 lasts this many epochs (when --dvml_phase1_steps is 0)."),
+        "dvml_phase1_steps": (0, "If > 0, phase 1 lasts this many training steps instead."),
+        "dvml_decoder_units": (512, "Hidden width of the decoder (embedding -> hidden -> backbone feature)."),
+        "dvml_recon_reduction": ("sample_sum", "Reconstruction: sample_sum = 1/(T B) sum ||x - x_hat||^2 "
+                                 "(paper), mean = mean over elements (GeDML's MSE)."),
+        "dvml_weight_decay": (5e-3, "reference mode: 5e-3 * sum ||v||^2 / 2 over the encoder's non-BN "
+                              "variables, inside the invariant term."),
     },
     "loss": {
         "loss": ("proxy_anchor", "Loss (dmltf.losses); its parameters are --loss_<name>_<param>."),
