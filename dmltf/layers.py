@@ -5,9 +5,9 @@ Example:
     >>> import numpy as np
     >>> from dmltf.layers import GlobalPooling, EmbeddingHead
     >>> x = np.ones((2, 4, 4, 8), "float32")
-    >>> GlobalPooling("avg+max")(x).shape
+    >>> tuple(GlobalPooling("avg+max")(x).shape)
     (2, 8)
-    >>> EmbeddingHead(16)(np.ones((2, 8), "float32")).shape
+    >>> tuple(EmbeddingHead(16)(np.ones((2, 8), "float32")).shape)
     (2, 16)
 """
 import keras

@@ -18,7 +18,7 @@ is built), so build GoogLeNet and BN-Inception with a fixed image size.
 Example:
     >>> import numpy as np
     >>> from dmltf.models.reference_layers import Pool2D
-    >>> Pool2D("max", 3, 2, ceil_mode=True)(np.zeros((1, 6, 6, 1), "float32")).shape
+    >>> tuple(Pool2D("max", 3, 2, ceil_mode=True)(np.zeros((1, 6, 6, 1), "float32")).shape)
     (1, 3, 3, 1)
 """
 import keras
