@@ -251,6 +251,19 @@ def semi_hard_triplets(x, r, pos, neg):
     return out
 
 
+def ref_triplet(labels, x, ref_labels, refs, margin=0.1, mining="all", squared=False, soft=False):
+    """Mean over the mined triplets of [d(a,p) - d(a,n) + margin]_+ (or its softplus)."""
+    _, _, r, pos, neg = setup(labels, x, ref_labels, refs)
+    d = (lambda a, b: euclid(a, b) ** 2) if squared else euclid
+    if mining == "semi_hard":  # semi-hard selection is the same for d and d^2 (monotone)
+        mined = semi_hard_triplets(x, r, pos, neg)
+    else:
+        mined = [(a, p, n) for a, p in zip(*np.nonzero(pos)) for n in np.flatnonzero(neg[a])]
+    hinge = (lambda v: math.log1p(math.exp(v))) if soft else relu
+    terms = [hinge(d(x[a], r[p]) - d(x[a], r[n]) + margin) for a, p, n in mined]
+    return float(np.mean(terms)) if terms else 0.0
+
+
 def ref_adapted_triplet(labels, x, ref_labels, refs, margin=0.1, lambda_=1.0):
     _, _, r, pos, neg = setup(labels, x, ref_labels, refs)
     mined = semi_hard_triplets(x, r, pos, neg)
@@ -283,6 +296,12 @@ def ref_smooth_ap(labels, x, ref_labels, refs, tau=0.01):
 
 # name -> (constructor kwargs, reference, reference kwargs)
 CASES = {
+    # TF-contrib's triplet_semihard_loss (DVML): squared euclidean, margin 1, mean over positive pairs.
+    "triplet_semi_hard_contrib": ({"margin": 1.0, "miner": "semi_hard", "distance": "squared_euclidean"}, ref_triplet,
+                                  {"margin": 1.0, "mining": "semi_hard", "squared": True}),
+    "triplet_all": ({}, ref_triplet, {}),
+    "triplet_soft": ({"soft": True, "miner": "semi_hard", "margin": 0.3}, ref_triplet,
+                     {"soft": True, "mining": "semi_hard", "margin": 0.3}),
     "contrastive": ({}, ref_contrastive, {}),
     "contrastive_squared": ({"pos_margin": 0.5, "neg_margin": 2.0, "squared": True}, ref_contrastive,
                             {"pos_margin": 0.5, "neg_margin": 2.0, "squared": True}),
@@ -311,7 +330,8 @@ def build(case):
     kwargs = CASES[case][0]
     name = case if case in losses.names() else case.rsplit("_", 1)[0]
     name = {"contrastive_squared": "contrastive", "quadruplet_any_index": "quadruplet",
-            "circle_fine_grained": "circle", "margin_nu": "margin"}.get(case, name)
+            "circle_fine_grained": "circle", "margin_nu": "margin", "triplet_semi_hard_contrib": "triplet",
+            "triplet_all": "triplet", "triplet_soft": "triplet"}.get(case, name)
     return losses.get(name, **kwargs)
 
 
