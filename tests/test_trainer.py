@@ -189,3 +189,19 @@ def test_trainer_writes_checkpoints_each_epoch_and_best(tmp_path):
     trainer.fit()
     assert len(glob.glob(os.path.join(tmp_path, "checkpoints", "ckpt-*.index"))) == 2
     assert glob.glob(os.path.join(tmp_path, "best", "ckpt-*.index"))
+
+
+@pytest.mark.parametrize("precision", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_trains_with_float32_losses(tmp_path, precision):
+    try:
+        trainer = build_trainer(small_cfg(tmp_path, precision=precision, optimizer="adamw", lr=1e-3, eval_every=1))
+        assert trainer.method.embedding_model.get_layer("backbone").compute_dtype == precision.split("_")[1]
+        assert trainer.method.loss_fn.proxies.dtype == "float32"
+        before = weights(trainer)
+        metrics = trainer.fit()
+        losses = trainer.history[-1]
+        assert np.isfinite(losses["loss"]) and 0 <= metrics["map@r"] <= 1
+        assert any(np.abs(a - b).max() > 0 for a, b in zip(weights(trainer), before))
+        assert all(np.isfinite(w).all() for w in weights(trainer))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
