@@ -88,7 +88,7 @@ class _Images:
 
 
 def train_dataset(split, classes_per_batch, samples_per_class, *, seed, epoch, augmentation="none",
-                  preprocessing="none", image_size=None, num_replicas=1, shard=None):
+                  preprocessing="none", image_size=None, num_replicas=1, shard=None, sampling="balanced"):
     """One epoch of class-balanced global batches (see the module docstring).
 
     Args:
@@ -104,16 +104,26 @@ def train_dataset(split, classes_per_batch, samples_per_class, *, seed, epoch, a
         shard: optional (index, count) to yield only the index-th contiguous share of each global
             batch (P*K/count examples, same images and augmentations as in the full batch), for
             per-worker input pipelines; P must be divisible by count.
+        sampling: ``balanced`` (P x K, above) or ``random`` (``sampler.random_batches`` of P * K
+            images: no class groups, so per-replica shares hold arbitrary classes).
     """
     P, K = classes_per_batch, samples_per_class
-    sampler.check_pk(split.num_classes, P, K, num_replicas)
     images = _Images(split, augmentation, preprocessing, image_size)
-    batches = sampler.balanced_batches(split.labels, P, K, seed=seed, epoch=epoch)
+    if sampling == "random":
+        batches = sampler.random_batches(split.num_examples, P * K, seed=seed, epoch=epoch)
+    elif sampling == "balanced":
+        sampler.check_pk(split.num_classes, P, K, num_replicas)
+        batches = sampler.balanced_batches(split.labels, P, K, seed=seed, epoch=epoch)
+    else:
+        raise ValueError(f"sampling must be balanced or random, got {sampling!r}")
     labels = np.searchsorted(split.class_ids, split.labels)[batches]
     positions = np.arange(batches.size, dtype=np.int64).reshape(batches.shape)
     if shard is not None:
         index, count = shard
-        sampler.check_pk(split.num_classes, P, K, count)
+        if sampling == "balanced":
+            sampler.check_pk(split.num_classes, P, K, count)
+        elif P * K % count:
+            raise ValueError(f"a batch of {P * K} cannot be shared by {count} input pipelines")
         share = slice(index * P * K // count, (index + 1) * P * K // count)
         batches, labels, positions = batches[:, share], labels[:, share], positions[:, share]
     base_seed = tf.constant(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2).astype(np.int64))

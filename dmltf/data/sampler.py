@@ -67,6 +67,17 @@ def balanced_batches(labels, classes_per_batch, samples_per_class, *, seed, epoc
     return out
 
 
+def random_batches(num_examples, batch_size, *, seed, epoch):
+    """Plain shuffled batches (Fuel's ShuffledScheme, as the DVML reference): a permutation of
+    all examples cut into ``steps_per_epoch`` batches of ``batch_size``, int64 [steps, batch_size];
+    each example at most once per epoch (the remainder is dropped). No class balancing."""
+    if int(batch_size) != batch_size or not 1 <= batch_size <= num_examples:
+        raise ValueError(f"batch_size must be an integer in [1, {num_examples}], got {batch_size!r}")
+    steps = int(num_examples) // int(batch_size)
+    order = np.random.default_rng([int(seed), int(epoch)]).permutation(int(num_examples))
+    return order[:steps * batch_size].reshape(steps, batch_size).astype(np.int64)
+
+
 def _class_members(labels):
     """Sorted class ids and, for each, the indices of its examples."""
     order = np.argsort(labels, kind="stable")

@@ -174,6 +174,9 @@ def open_dataset(path):
 
     if not h5py.is_hdf5(path):
         raise ValueError(f"{path} is neither an HDF5 file nor a TFRecord directory with metadata.json")
+    from dmltf.data.dvml_hdf5 import DvmlDataset, is_dvml_file
     from dmltf.data.hdf5 import HDF5Dataset
 
-    return HDF5Dataset(path)
+    with h5py.File(path, "r") as f:
+        dvml = is_dvml_file(f)
+    return DvmlDataset(path) if dvml else HDF5Dataset(path)

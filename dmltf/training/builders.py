@@ -7,6 +7,7 @@ import numpy as np
 
 import config as config_lib
 from dmltf import data, losses, methods, miners
+from dmltf.methods import dvml  # noqa: F401  (registers the "dvml" method)
 from dmltf.models import backbones, build_embedding_model
 
 # Crop size of each augmentation preset when --image_size is 0.

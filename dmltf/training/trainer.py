@@ -177,7 +177,8 @@ class Trainer:
             lambda shard: data.train_dataset(
                 self.train_split, cfg.classes_per_batch, cfg.samples_per_class, seed=cfg.seed, epoch=epoch,
                 augmentation=cfg.augmentation, preprocessing=self.preprocessing, image_size=cfg.image_size or None,
-                num_replicas=self.strategy.num_replicas_in_sync, shard=shard).take(self.steps_per_epoch),
+                num_replicas=self.strategy.num_replicas_in_sync, shard=shard,
+                sampling=cfg.batch_sampler).take(self.steps_per_epoch),
             self.global_batch,
         )
         step_fn = self._step_fn(self._active(epoch))

@@ -1,0 +1,258 @@
+"""DVML: Deep Variational Metric Learning (Lin, Duan, Dong, Lu, Zhou, ECCV 2018).
+
+References: the paper; ``zbr17/GeDML src/gedml/core/collectors/iteration_collectors/dvml_collector.py``
+and ``core/models/mlp.py`` (the authors' lab's reading: T = 20, lambdas, phases, decoder
+``BatchNormMLP [E, 512, F]``); the TF port ``Xun-Yang/Deep-Variational-Metric-Learning``
+(``main.py``, ``parameters.py``, ``lib/nn_Ops.py``, ``lib/Losses.py``); METHODS.md section 1.
+
+Network: backbone -> global average pool -> x (F-d) -> BatchNorm -> three Dense heads: mu,
+log sigma^2 and the intra-class invariance z_I (E-d each). Synthetic samples
+z^(t) = z_I + mu + exp(log sigma^2 / 2) * eps_t, t = 1..T; a decoder maps z^(t) back to x.
+    J = l1 KL(N(mu, sigma^2) || N(0, I)) + l2 recon(x, dec(z)) + l3 L_m(z^(1)) + l4 L_m(z_I)
+with L_m any dmltf loss (``--loss``; semi-hard triplet in the recipes). Phase 1 (lambdas 1, 1,
+0.1, 1) cuts the decoder's gradient off the encoder; phase 2 (0.8, 1, 0.2, 0.8) releases it.
+The phase switches after ``phase1_epochs`` epochs, or ``phase1_steps`` steps when that is > 0.
+Evaluation and export use z_I (L2-normalised in the model unless ``l2_normalize=False``).
+
+Modes (``--dvml_mode``):
+
+=============================  ==================================  ===================================
+                               ``paper`` (default)                 ``reference`` (Xun-Yang TF port)
+=============================  ==================================  ===================================
+decoder gradient into encoder  phase 2 only (z_I, mu, sigma)       never (phase only switches the
+                                                                   decoder BN inference -> training)
+samples T                      20 (``--dvml_samples``)             1, reconstruction divided by 20 B
+KL                             mean over the batch                 mean over the batch, divided by B
+                                                                   again (the double 1/B bug)
+reconstruction                 1/(T B) sum ||x - x_hat||^2         1/(20 B) sum ||x - x_hat||^2
+decoder                        Dense-BN-ReLU-Dense (GeDML)         Dense-ReLU-BN-Dense (``fc_block``)
+weight decay                   the trainer's (``--weight_decay``)  5e-3 sum ||v||^2/2 over non-BN
+                                                                   encoder variables, inside l4's term
+optimisation                   every group minimises J             encoder: l1 KL + l3 L3 + l4 (L4 +
+                                                                   wd); decoder: l2 L2; a softmax
+                                                                   classifier on the stopped x: CE
+NaN                            -                                   each objective that is NaN, or a
+                                                                   batch without a positive pair (the
+                                                                   TF-contrib loss divides 0 by 0),
+                                                                   is replaced by 0
+=============================  ==================================  ===================================
+
+Reference-mode learning rates (encoder Adam 7e-5, decoder 1e-2, classifier 1e-3) come from the
+flagfile (``--lr``, ``--group_lrs=decoder:1e-2,classifier:1e-3``), groups being ``backbone``,
+``head`` (feature BN + heads), ``decoder`` and, in reference mode, ``classifier``.
+
+Deviations: the reconstruction target x is a stop-gradient constant in both modes (GeDML leaves
+it attached, so its reconstruction gradient reaches the backbone through the target even in
+phase 1); the samples are reparameterised (GeDML draws them with ``Normal.sample()``, which
+carries no gradient to mu and sigma); paper mode draws T samples in phase 1 too (GeDML one);
+``--dvml_recon_reduction=mean`` gives GeDML's element mean instead of the per-sample sum.
+Reference mode: the classifier has ``num_classes`` outputs (the seed 99 for 98 1-based labels).
+Noise is drawn for the whole global batch from a stateless generator keyed on (seed, step
+counter), and each replica takes its rows: the counter is a checkpointed variable, so a resumed
+run draws the same noise, and N replicas draw what one device draws (a Keras SeedGenerator's
+state cannot be updated in a MirroredStrategy replica context).
+
+Example:
+    >>> import numpy as np
+    >>> from dmltf import losses
+    >>> from dmltf.methods.dvml import DVML, build_encoder
+    >>> encoder, embedding_model = build_encoder("small_cnn", (8, 8, 1), 4)
+    >>> dvml = DVML(encoder, embedding_model, losses.get("triplet", margin=1.0, miner="semi_hard",
+    ...             distance="squared_euclidean"), num_classes=2, num_samples=3)
+    >>> out = dvml.compute_losses((np.random.rand(6, 8, 8, 1).astype("float32"), np.array([0, 0, 0, 1, 1, 1])))
+    >>> sorted(k for k in out if not k.startswith("lambda")), int(out["phase"])
+    (['invariant', 'kl', 'loss', 'phase', 'recon', 'synthetic'], 1)
+"""
+import keras
+import tensorflow as tf
+from keras import ops
+
+from dmltf import methods
+from dmltf.layers import GlobalPooling, L2Normalize
+from dmltf.methods.base import Method, OptimizerGroup, gather_global_batch
+from dmltf.models import backbones, freeze_batchnorm
+
+MODES = ("paper", "reference")
+RECON_REDUCTIONS = ("sample_sum", "mean")
+REFERENCE_RECON_DIVISOR = 20  # the seed's 1/(20 B): T = 20 in the paper, one sample drawn
+DEFAULT_SAMPLES = {"paper": 20, "reference": 1}
+
+
+def build_encoder(backbone, input_shape, embedding_dim, *, pooling="avg", weights=None, freeze_bn=False,
+                  l2_normalize=True):
+    """(encoder: images -> [x, mu, log_var, z_I], embedding_model: images -> z_I), sharing layers."""
+    if int(embedding_dim) < 1:
+        raise ValueError(f"DVML needs --embedding_dim >= 1 (the size of mu, log sigma^2 and z_I), got {embedding_dim}")
+    trunk = backbones.build(backbone, input_shape, weights=weights)
+    trunk.name = "backbone"
+    if freeze_bn:
+        freeze_batchnorm(trunk)
+    images = keras.Input(input_shape, name="images")
+    features = GlobalPooling(pooling, name="pool")(trunk(images))
+    normed = keras.layers.BatchNormalization(name="feature_bn")(features)
+    heads = [keras.layers.Dense(embedding_dim, name=n)(normed) for n in ("mu", "log_var", "invariance")]
+    encoder = keras.Model(images, [features, *heads], name="encoder")
+    output = L2Normalize(name="l2_normalize")(heads[2]) if l2_normalize else heads[2]
+    return encoder, keras.Model(images, output, name="embedding_model")
+
+
+class DVML(Method):
+    """DVML on ``encoder`` (see :func:`build_encoder`) with ``metric_loss`` (see the module docstring)."""
+
+    def __init__(self, encoder, embedding_model, metric_loss, num_classes, *, mode="paper", num_samples=0,
+                 lambdas_phase1=(1.0, 1.0, 0.1, 1.0), lambdas_phase2=(0.8, 1.0, 0.2, 0.8), phase1_epochs=1,
+                 phase1_steps=0, decoder_units=512, recon_reduction="sample_sum", weight_decay=5e-3, seed=0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise ValueError(f"--dvml_mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if recon_reduction not in RECON_REDUCTIONS:
+            raise ValueError(f"--dvml_recon_reduction must be one of {', '.join(RECON_REDUCTIONS)}, got {recon_reduction!r}")
+        for name, lambdas in (("phase1", lambdas_phase1), ("phase2", lambdas_phase2)):
+            if len(lambdas) != 4:
+                raise ValueError(f"--dvml_lambdas_{name} needs 4 values (KL, recon, synthetic, invariant), got {lambdas}")
+        self.mode, self.recon_reduction, self.seed = mode, recon_reduction, int(seed)
+        self.num_samples = int(num_samples) or DEFAULT_SAMPLES[mode]
+        if mode == "reference" and self.num_samples != 1:
+            raise ValueError("--dvml_mode=reference draws one sample (its 1/20 factor stands for T); use --dvml_samples=0")
+        self.lambdas = ops.convert_to_tensor([list(map(float, lambdas_phase1)), list(map(float, lambdas_phase2))])
+        self.phase1_epochs, self.phase1_steps = int(phase1_epochs), int(phase1_steps)
+        self.weight_decay = float(weight_decay)
+        self.encoder, self.embedding_model, self.metric_loss = encoder, embedding_model, metric_loss
+        self.embedding_dim = encoder.output[1].shape[-1]
+        feature_dim = encoder.output[0].shape[-1]
+        self.decoder_hidden = keras.layers.Dense(decoder_units, name="decoder_hidden")
+        self.decoder_bn = keras.layers.BatchNormalization(name="decoder_bn")
+        self.decoder_out = keras.layers.Dense(feature_dim, name="decoder_out")
+        for layer, dim in ((self.decoder_hidden, self.embedding_dim), (self.decoder_bn, decoder_units),
+                           (self.decoder_out, decoder_units)):
+            layer.build((None, dim))
+        self.classifier = None
+        if mode == "reference":
+            self.classifier = keras.layers.Dense(num_classes, name="classifier")
+            self.classifier.build((None, feature_dim))
+        state = lambda name: self.add_weight(name=name, shape=(), dtype="int64", initializer="zeros",
+                                             trainable=False, aggregation="only_first_replica")
+        self.epoch_seen, self.train_steps, self.phase = state("epoch_seen"), state("train_steps"), state("phase")
+
+    # -- phase ----------------------------------------------------------------------------
+    def on_epoch_begin(self, epoch):
+        self.epoch_seen.assign(epoch)
+
+    def current_phase(self):
+        """1 or 2 (int64) from the epoch (or the step counter, if ``phase1_steps`` > 0)."""
+        in_phase1 = self.train_steps < self.phase1_steps if self.phase1_steps > 0 else self.epoch_seen < self.phase1_epochs
+        return ops.where(in_phase1, ops.cast(1, "int64"), ops.cast(2, "int64"))
+
+    # -- network pieces -------------------------------------------------------------------
+    def decode(self, z, phase, training):
+        h = self.decoder_hidden(z)
+        if self.mode == "paper":  # GeDML BatchNormLayer: Linear -> BN -> ReLU
+            h = ops.relu(self.decoder_bn(h, training=training))
+        else:  # nn_Ops.fc_block: matmul -> ReLU -> BN, BN training only in phase 2 (is_Phase)
+            h = ops.relu(h)
+            if training:
+                h = tf.cond(phase == 2, lambda: self.decoder_bn(h, training=True),
+                            lambda: self.decoder_bn(h, training=False))
+            else:
+                h = self.decoder_bn(h, training=False)
+        return self.decoder_out(h)
+
+    def _noise(self, local_batch, step):
+        """[T, local_batch, E] standard normal: this replica's rows of the global batch's draw."""
+        ctx = tf.distribute.get_replica_context()
+        replicas, replica = (ctx.num_replicas_in_sync, ctx.replica_id_in_sync_group) if ctx else (1, 0)
+        seed = ops.stack([ops.cast(self.seed, "int64"), ops.cast(step, "int64")])
+        # TF op: keras.random takes no tensor seed, and the counter is a tensor in the step.
+        eps = tf.random.stateless_normal((self.num_samples, local_batch * replicas, self.embedding_dim), seed)
+        return eps[:, replica * local_batch:(replica + 1) * local_batch]
+
+    def _decayed_variables(self):
+        bn = {id(v) for layer in self.encoder._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
+              for v in layer.trainable_variables}
+        return [v for v in self.encoder.trainable_variables if id(v) not in bn]
+
+    # -- the Method contract --------------------------------------------------------------
+    def compute_losses(self, batch, training=True):
+        images, labels = batch
+        x, mu, log_var, z_inv = self.encoder(images, training=training)
+        phase, step = self.current_phase(), ops.convert_to_tensor(self.train_steps)
+        if training:
+            self.phase.assign(phase)
+            self.train_steps.assign_add(1)
+        local = ops.shape(z_inv)[0]
+        z_syn = z_inv[None] + mu[None] + ops.exp(0.5 * log_var)[None] * self._noise(local, step)  # [T, b, E]
+        stopped = ops.stop_gradient(z_syn)
+        decoder_input = stopped if self.mode == "reference" else ops.where(phase == 1, stopped, z_syn)
+        x_hat = self.decode(ops.reshape(decoder_input, (-1, self.embedding_dim)), phase, training)
+        squared_error = ops.sum(ops.square(ops.reshape(x_hat, (self.num_samples, local, -1)) - ops.stop_gradient(x)[None]), -1)
+
+        labels_all, both, replicas = gather_global_batch(labels, ops.concatenate([z_inv, z_syn[0]], axis=1))
+        batch_size = ops.cast(ops.shape(labels_all)[0], "float32")
+        kl = -0.5 * ops.sum(1.0 + log_var - ops.square(mu) - ops.exp(log_var)) / batch_size  # share of the mean
+        if self.mode == "reference":
+            kl = kl / batch_size
+            recon = ops.sum(squared_error) / (REFERENCE_RECON_DIVISOR * batch_size)
+        else:
+            elements = self.num_samples * (ops.cast(ops.shape(x)[-1], "float32") if self.recon_reduction == "mean" else 1.0)
+            recon = ops.sum(squared_error) / (elements * batch_size)
+        invariant = self.metric_loss(labels_all, both[:, :self.embedding_dim]) / replicas
+        synthetic = self.metric_loss(labels_all, both[:, self.embedding_dim:]) / replicas
+        lam = ops.take(self.lambdas, phase - 1, axis=0)
+        out = {"kl": kl, "recon": recon, "synthetic": synthetic, "invariant": invariant,
+               **{f"lambda{i + 1}": lam[i] / replicas for i in range(4)},
+               "phase": ops.cast(phase, "float32") / replicas}
+        if self.mode == "paper":
+            out["loss"] = lam[0] * kl + lam[1] * recon + lam[2] * synthetic + lam[3] * invariant
+            return out
+        return {**out, **self._reference_objectives(lam, labels_all, replicas, x, labels, kl, recon, synthetic,
+                                                    invariant, batch_size)}
+
+    def _reference_objectives(self, lam, labels_all, replicas, x, labels, kl, recon, synthetic, invariant, batch_size):
+        """The seed's three optimiser objectives (nn_Ops.training zeroes a NaN loss)."""
+        wd = self.weight_decay * ops.sum(ops.stack([0.5 * ops.sum(ops.square(v)) for v in self._decayed_variables()]))
+        wd = wd / replicas
+        same = ops.cast(ops.equal(labels_all[:, None], labels_all[None, :]), "float32")
+        has_pair = ops.sum(same) > batch_size  # TF-contrib's mean over positive pairs is 0/0 otherwise
+        encoder = lam[0] * kl + lam[2] * synthetic + lam[3] * (invariant + wd)
+        encoder = ops.where(ops.logical_and(has_pair, ops.isfinite(encoder)), encoder, 0.0)
+        decoder = lam[1] * recon
+        logits = self.classifier(ops.stop_gradient(x))
+        xent = ops.sum(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)) / batch_size
+        zero_nan = lambda v: ops.where(ops.isfinite(v), v, 0.0)
+        decoder, xent = zero_nan(decoder), zero_nan(xent)
+        return {"weight_decay": wd, "encoder_loss": encoder, "decoder_loss": decoder, "classifier_loss": xent,
+                "loss": encoder + decoder + xent}
+
+    def optimizer_groups(self):
+        backbone = self.encoder.get_layer("backbone").trainable_variables
+        backbone_ids = {id(v) for v in backbone}
+        head = [v for v in self.encoder.trainable_variables if id(v) not in backbone_ids]
+        decoder = [v for layer in (self.decoder_hidden, self.decoder_bn, self.decoder_out) for v in layer.trainable_variables]
+        reference = self.mode == "reference"
+        wd = 0.0 if reference else None  # reference: plain Adam, the decay is inside the loss
+        groups = [OptimizerGroup("backbone", backbone, "encoder_loss" if reference else "loss", weight_decay=wd),
+                  OptimizerGroup("head", head, "encoder_loss" if reference else "loss", weight_decay=wd),
+                  OptimizerGroup("decoder", decoder, "decoder_loss" if reference else "loss", weight_decay=wd)]
+        if reference:
+            groups.append(OptimizerGroup("classifier", self.classifier.trainable_variables, "classifier_loss",
+                                         weight_decay=wd))
+        return [g for g in groups if g.variables]
+
+    def loss_layers(self):
+        return [self.metric_loss]
+
+
+@methods.register("dvml")
+def build_dvml(cfg, info):
+    from dmltf.training import builders  # builders imports this module to register "dvml"
+
+    encoder, embedding_model = build_encoder(
+        cfg.backbone, info.input_shape, cfg.embedding_dim, pooling=cfg.pooling,
+        weights=cfg.backbone_weights or None, freeze_bn=cfg.freeze_bn, l2_normalize=cfg.l2_normalize)
+    metric_loss = builders.build_loss(cfg, cfg.loss, info.num_classes, cfg.embedding_dim)
+    return DVML(encoder, embedding_model, metric_loss, info.num_classes, mode=cfg.dvml_mode,
+                num_samples=cfg.dvml_samples, lambdas_phase1=cfg.dvml_lambdas_phase1,
+                lambdas_phase2=cfg.dvml_lambdas_phase2, phase1_epochs=cfg.dvml_phase1_epochs,
+                phase1_steps=cfg.dvml_phase1_steps, decoder_units=cfg.dvml_decoder_units,
+                recon_reduction=cfg.dvml_recon_reduction, weight_decay=cfg.dvml_weight_decay, seed=cfg.seed)
