@@ -176,12 +176,11 @@ class DVML(Method):
     def compute_losses(self, batch, training=True):
         images, labels = batch
         x, mu, log_var, z_inv = self.encoder(images, training=training)
-        phase, step = self.current_phase(), ops.convert_to_tensor(self.train_steps)
-        if training:
+        phase, local = self.current_phase(), ops.shape(z_inv)[0]
+        z_syn = z_inv[None] + mu[None] + ops.exp(0.5 * log_var)[None] * self._noise(local, self.train_steps)  # [T, b, E]
+        if training:  # after the noise read the counter (stateful ops keep program order)
             self.phase.assign(phase)
             self.train_steps.assign_add(1)
-        local = ops.shape(z_inv)[0]
-        z_syn = z_inv[None] + mu[None] + ops.exp(0.5 * log_var)[None] * self._noise(local, step)  # [T, b, E]
         stopped = ops.stop_gradient(z_syn)
         decoder_input = stopped if self.mode == "reference" else ops.where(phase == 1, stopped, z_syn)
         x_hat = self.decode(ops.reshape(decoder_input, (-1, self.embedding_dim)), phase, training)
