@@ -16,6 +16,7 @@ setup(
         "scipy",
         "h5py",
         "absl-py",
+        "tensorboard",  # tf.summary needs it; TensorFlow 2.21 no longer installs it
         "faiss-cpu",
         "scikit-learn",
         "pillow",
