@@ -25,10 +25,14 @@ KMEANS_BACKENDS = ("faiss", "sklearn")
 FAISS_KMEANS_ITERATIONS = 20
 
 
-def kmeans(x, num_clusters, backend="faiss", seed=0):
-    """Cluster index of each row of float32 ``x`` [N, D] (k-means with ``num_clusters``)."""
+def check_backend(backend):
     if backend not in KMEANS_BACKENDS:
         raise ValueError(f"Unknown kmeans_backend {backend!r}; valid names: {', '.join(KMEANS_BACKENDS)}")
+
+
+def kmeans(x, num_clusters, backend="faiss", seed=0):
+    """Cluster index of each row of float32 ``x`` [N, D] (k-means with ``num_clusters``)."""
+    check_backend(backend)
     if not 1 <= num_clusters <= len(x):
         raise ValueError(f"num_clusters={num_clusters} must be between 1 and the {len(x)} points")
     if backend == "sklearn":

@@ -99,8 +99,7 @@ def evaluate(
     """
     metrics = _check_metrics(metrics)
     backend = resolve_backend(backend)
-    if kmeans_backend not in clustering.KMEANS_BACKENDS:
-        raise ValueError(f"Unknown kmeans_backend {kmeans_backend!r}; valid names: {', '.join(clustering.KMEANS_BACKENDS)}")
+    clustering.check_backend(kmeans_backend)  # fail before the search, not after
     if (ref_embeddings is None) != (ref_labels is None):
         raise ValueError("give both ref_embeddings and ref_labels, or neither")
     queries = prepare_embeddings(embeddings, distance, "embeddings")
@@ -115,7 +114,9 @@ def evaluate(
         if not len(refs):
             raise ValueError("ref_embeddings is empty")
         if refs.shape[1] != queries.shape[1]:
-            raise ValueError(f"ref_embeddings have dimension {refs.shape[1]} but embeddings {queries.shape[1]}")
+            raise ValueError(
+                f"ref_embeddings have dimension {refs.shape[1]} but embeddings {queries.shape[1]}"
+            )
         ref_labels = _labels(ref_labels, len(refs), "ref_labels")
 
     # Integer codes shared by queries and references: only label equality matters.
@@ -131,20 +132,23 @@ def evaluate(
         if valid.any():
             k = max(metric.needs_k(int(r.max())) for metric in retrieval_metrics.values())
             k = min(k, len(refs) - int(exclude_self))
-            for start, _, indices in iter_knn(queries, refs, k, exclude_self, distance, backend, chunk_size):
+            chunks = iter_knn(queries, refs, k, exclude_self, distance, backend, chunk_size)
+            for start, _, indices in chunks:
                 rows = slice(start, start + len(indices))
                 keep = valid[rows]
                 match = ref_codes[indices[keep]] == query_codes[rows][keep][:, None]
                 for name, metric in retrieval_metrics.items():
                     sums[name] += float(metric.per_query(match, r[rows][keep]).sum())
         num_valid = int(valid.sum())
-        results.update({name: total / num_valid if num_valid else float("nan") for name, total in sums.items()})
+        nan = float("nan")
+        results.update({name: total / num_valid if num_valid else nan for name, total in sums.items()})
 
     clustering_metrics = [name for name in metrics if name in clustering.METRICS]
     if clustering_metrics:
         k = num_clusters or len(np.unique(query_codes))
         clusters = clustering.kmeans(queries, k, kmeans_backend, seed)
-        results.update({name: float(clustering.METRICS[name](query_codes, clusters)) for name in clustering_metrics})
+        for name in clustering_metrics:
+            results[name] = float(clustering.METRICS[name](query_codes, clusters))
 
     results = {name: results[name] for name in metrics}
     results.update(num_queries=len(queries), num_lone_queries=int((~valid).sum()))
