@@ -128,5 +128,11 @@ def test_grayscale_preprocessing():
     gray = np.arange(64, dtype=np.float32).reshape(8, 8, 1)
     np.testing.assert_allclose(np.asarray(preprocessing.get("none")(gray)), gray / 255, rtol=1e-6)
     np.testing.assert_array_equal(np.asarray(preprocessing.get("raw")(gray)), gray)
-    with pytest.raises(ValueError, match="'caffe_bgr' needs RGB images"):
-        preprocessing.get("caffe_bgr")(gray)
+    # RGB normalisations see a grayscale image as R = G = B (PIL's convert("RGB")).
+    rgb = np.concatenate([gray, gray, gray], axis=-1)
+    for name in preprocessing.RGB_ONLY:
+        np.testing.assert_array_equal(np.asarray(preprocessing.get(name)(gray)), np.asarray(preprocessing.get(name)(rgb)))
+        assert preprocessing.output_channels(name, 1) == 3
+    assert preprocessing.output_channels("none", 1) == 1
+    with pytest.raises(ValueError, match="'caffe_bgr' needs RGB or grayscale images"):
+        preprocessing.get("caffe_bgr")(np.zeros((2, 2, 2), np.float32))

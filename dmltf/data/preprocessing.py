@@ -14,7 +14,9 @@ name                       output
 =========================  ==================================================================
 
 Written with keras.ops, so the same function serves a single image or a batch (last axis =
-channels).
+channels). The ImageNet normalisations (all but ``none`` and ``raw``) replicate a grayscale
+channel three times first, as PIL's ``convert("RGB")`` does, so grayscale data can feed an
+ImageNet backbone; :func:`output_channels` tells the model's input width.
 
 Example:
     >>> import numpy as np
@@ -53,10 +55,20 @@ def get(identifier, **kwargs):
     return fn
 
 
-def _require_rgb(x, name):
+RGB_ONLY = ("caffe_bgr", "caffe_bgr_bninception", "caffe_bgr_keras", "torch_imagenet", "keras_inception")
+
+
+def output_channels(name, input_channels):
+    """Channels a preprocessing yields for inputs of ``input_channels`` channels."""
+    return 3 if name in RGB_ONLY else input_channels
+
+
+def _as_rgb(x, name):
+    if x.shape[-1] == 1:
+        return ops.concatenate([x, x, x], axis=-1)
     if x.shape[-1] != 3:
-        raise ValueError(f"preprocessing {name!r} needs RGB images (3 channels), got shape {tuple(x.shape)}; "
-                         f"use 'none' or 'raw' for grayscale")
+        raise ValueError(f"preprocessing {name!r} needs RGB or grayscale images, got shape {tuple(x.shape)}")
+    return x
 
 
 @register("none")
@@ -72,7 +84,7 @@ def raw(x):
 @register("caffe_bgr")
 def caffe_bgr(x, means=(104.0, 117.0, 123.0)):
     """``means`` are in BGR order, as Caffe lists them."""
-    _require_rgb(x, "caffe_bgr")
+    x = _as_rgb(x, "caffe_bgr")
     return ops.flip(ops.cast(x, "float32"), axis=-1) - ops.convert_to_tensor(means, "float32")
 
 
@@ -88,11 +100,11 @@ def caffe_bgr_keras(x):
 
 @register("torch_imagenet")
 def torch_imagenet(x, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
-    _require_rgb(x, "torch_imagenet")
+    x = _as_rgb(x, "torch_imagenet")
     return (ops.cast(x, "float32") / 255.0 - ops.convert_to_tensor(mean, "float32")) / ops.convert_to_tensor(
         std, "float32")
 
 
 @register("keras_inception")
 def keras_inception(x):
-    return ops.cast(x, "float32") / 127.5 - 1.0
+    return ops.cast(_as_rgb(x, "keras_inception"), "float32") / 127.5 - 1.0

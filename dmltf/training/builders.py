@@ -52,12 +52,12 @@ def load_splits(cfg):
 
 def input_shape(cfg, split):
     size = cfg.image_size or PRESET_SIZES.get(cfg.augmentation)
-    channels = split.image_shape[-1] if split.image_shape else 3
+    channels = data.preprocessing.output_channels(preprocessing(cfg), split.image_shape[-1] if split.image_shape else 3)
     if size:
         return (size, size, channels)
     if split.image_shape is None:
         raise ValueError("JPEG-encoded splits need --image_size or a cropping --augmentation preset")
-    return tuple(split.image_shape)
+    return (*split.image_shape[:2], channels)
 
 
 def preprocessing(cfg):
