@@ -3,8 +3,8 @@ training step of a ResNet-50 embedding model.
 
 Each loss runs in a ``tf.function`` on a 45 classes x 4 samples batch; the first (tracing)
 call is a warm-up and is excluded; the figure is the median of ``--repeats`` timed calls.
-The ResNet-50 step (``keras.applications.ResNet50(weights=None, include_top=False,
-pooling="avg")`` + Dense(512), SGD, triplet+semi-hard loss) runs at ``--model_batch``
+The ResNet-50 step (``bench/backbone_speed.training_step``: Keras ResNet50, avg pooling,
+Dense(512) + L2 normalisation, SGD, triplet+semi-hard loss) runs at ``--model_batch``
 224x224 images: the default is 32, not 180, because 180 images need ~20 GB of activations
 and minutes per step on a 2-core CPU; the printout states the batch used.
 
@@ -19,10 +19,10 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from backbone_speed import training_step  # noqa: E402  (the same step the backbone bench times)
 from dmltf import losses  # noqa: E402
 
 BATCH, DIM = 180, 512
@@ -70,24 +70,6 @@ def loss_step(loss, labels, x):
     return lambda: step().numpy()
 
 
-def model_step(batch):
-    backbone = keras.applications.ResNet50(weights=None, include_top=False, pooling="avg", input_shape=(224, 224, 3))
-    model = keras.Sequential([backbone, keras.layers.Dense(DIM)])
-    loss = losses.get("triplet", miner="semi_hard")
-    optimizer = keras.optimizers.SGD(1e-3)
-    images = tf.random.normal((batch, 224, 224, 3))
-    labels = tf.constant(np.repeat(np.arange(batch // 4 + 1), 4)[:batch])
-
-    @tf.function
-    def step():
-        with tf.GradientTape() as tape:
-            value = loss(labels, model(images, training=True))
-        optimizer.apply_gradients(zip(tape.gradient(value, model.trainable_variables), model.trainable_variables))
-        return value
-
-    return lambda: step().numpy()
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -106,7 +88,8 @@ def main():
                 loss(labels, x)
         print(f"{name:45s} {1000 * median_time(loss_step(loss, labels, x), args.repeats):9.1f}", flush=True)
     if not args.skip_model:
-        seconds = median_time(model_step(args.model_batch), max(1, args.repeats // 2))
+        seconds = median_time(training_step("resnet50", 224, args.model_batch, freeze_bn=False),
+                              max(1, args.repeats // 2))
         print(
             f"ResNet-50 + Dense({DIM}) training step, batch {args.model_batch} x 224x224 "
             f"(NOT {BATCH}: see the docstring): {1000 * seconds:.0f} ms ({1000 * seconds / args.model_batch:.0f} ms/image)"
