@@ -222,3 +222,36 @@ def test_every_backbone_trains_on_digits_through_its_own_preprocessing(tmp_path,
     losses = trainer.train_epoch(0)
     assert np.isfinite(losses["loss"])
     assert any(np.abs(a - b).max() > 0 for a, b in zip(weights(trainer), before))
+
+
+def _one_sgd_step(tmp_path, **overrides):
+    """(variables, their values before, the gradients of the first batch, the trainer) after one step."""
+    cfg = small_cfg(tmp_path, loss="proxy_anchor", max_steps_per_epoch=1, freeze_bn=True, **overrides)
+    trainer = build_trainer(cfg)
+    batch = next(iter(data.train_dataset(trainer.train_split, 10, 4, seed=0, epoch=0, preprocessing="none")))
+    variables = [v for g in trainer.groups for v in g.group.variables]
+    with tf.GradientTape() as tape:
+        loss = trainer.method.compute_losses(batch)["loss"]
+    grads = [g.numpy() for g in tape.gradient(loss, variables)]
+    before = [v.numpy().copy() for v in variables]
+    trainer.fit()
+    return variables, before, grads, trainer
+
+
+def test_gradient_value_clipping(tmp_path):
+    variables, before, grads, trainer = _one_sgd_step(tmp_path, lr=0.1, clip_grad_value=1e-3)
+    lr_of = {id(v): g.base_lr for g in trainer.groups for v in g.group.variables}
+    assert max(np.abs(g).max() for g in grads) > 1e-2  # clipping really bites
+    for v, b, g in zip(variables, before, grads):
+        np.testing.assert_allclose(v.numpy(), b - lr_of[id(v)] * np.clip(g, -1e-3, 1e-3), atol=1e-6, rtol=1e-4)
+
+
+def test_l2_weight_decay_is_added_to_the_gradient(tmp_path):
+    variables, before, grads, trainer = _one_sgd_step(tmp_path, lr=0.01, weight_decay=0.1, weight_decay_mode="l2",
+                                                      group_weight_decays=["loss:0"])
+    for group in trainer.groups:
+        wd = 0.0 if group.name == "loss" else 0.1
+        for v in group.group.variables:
+            i = [j for j, u in enumerate(variables) if u is v][0]
+            expected = before[i] - group.base_lr * (grads[i] + wd * before[i])
+            np.testing.assert_allclose(v.numpy(), expected, atol=1e-6, rtol=1e-4, err_msg=group.name)
