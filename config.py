@@ -43,6 +43,7 @@ GROUPS = {
         "embedding_bn": (False, "BatchNorm after the embedding Dense layer."),
         "l2_normalize": (True, "L2-normalise the embedding in the model."),
         "freeze_bn": (False, "Freeze the backbone's BatchNorm (statistics and affine), as PyTorch eval()."),
+        "sync_batchnorm": (False, "BatchNorm statistics over the global batch across replicas (as on one device)."),
     },
     "dvml": {
         "dvml_mode": ("paper", "paper (GeDML's reading: reconstruction reaches the encoder in phase 2) or "

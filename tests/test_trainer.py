@@ -59,19 +59,21 @@ def test_balanced_batches_give_each_replica_whole_class_groups():
 
 
 @pytest.mark.parametrize("loss,extra", [
-    ("proxy_anchor", {}),
-    ("triplet", {"miner": "semi_hard", "distance": "squared_euclidean", "loss_triplet_margin": 1.0}),
+    ("proxy_anchor", {"freeze_bn": True}),
+    ("triplet", {"miner": "semi_hard", "distance": "squared_euclidean", "loss_triplet_margin": 1.0, "freeze_bn": True}),
+    # Training-mode BatchNorm: global-batch statistics make N replicas normalise as one device.
+    ("proxy_anchor", {"sync_batchnorm": True}),
+    ("proxy_anchor", {"method": "dvml", "dvml_phase1_steps": 2, "sync_batchnorm": True, "lr": 1e-3}),
 ])
 def test_mirrored_two_devices_matches_one_device(tmp_path, loss, extra):
-    # Frozen BN: per-replica batch statistics would otherwise differ by design.
-    cfg = small_cfg(tmp_path / "one", loss=loss, freeze_bn=True, **extra)
+    cfg = small_cfg(tmp_path / "one", loss=loss, **extra)
     one = build_trainer(cfg)
     one.fit()
-    cfg2 = small_cfg(tmp_path / "two", loss=loss, freeze_bn=True, **extra)
+    cfg2 = small_cfg(tmp_path / "two", loss=loss, **extra)
     two = build_trainer(cfg2, strategy=mirrored())
     assert two.strategy.num_replicas_in_sync == 2
     two.fit()
-    start = build_trainer(small_cfg(tmp_path / "start", loss=loss, freeze_bn=True, **extra))
+    start = build_trainer(small_cfg(tmp_path / "start", loss=loss, **extra))
     moved = max(np.abs(a - b).max() for a, b in zip(weights(one), weights(start)))
     assert moved > 1e-3  # training changed the weights
     for a, b in zip(weights(one), weights(two)):

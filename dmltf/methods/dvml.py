@@ -246,6 +246,10 @@ class DVML(Method):
 def build_dvml(cfg, info):
     from dmltf.training import builders  # builders imports this module to register "dvml"
 
+    if cfg.sync_batchnorm and cfg.dvml_mode == "reference":
+        raise ValueError("--sync_batchnorm is not supported with --dvml_mode=reference: its decoder BatchNorm "
+                         "switches between batch and moving statistics by phase inside the graph (tf.cond), "
+                         "where a cross-replica reduction cannot run")
     encoder, embedding_model = build_encoder(
         cfg.backbone, info.input_shape, cfg.embedding_dim, pooling=cfg.pooling,
         weights=cfg.backbone_weights or None, freeze_bn=cfg.freeze_bn, l2_normalize=cfg.l2_normalize)

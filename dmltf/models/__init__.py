@@ -45,6 +45,15 @@ def freeze_batchnorm(model):
     return model
 
 
+def synchronize_batchnorm(model):
+    """Make every BatchNormalization layer use global-batch statistics across replicas
+    (Keras' ``synchronized=True``, TensorFlow backend), so N replicas normalise as one device."""
+    for layer in _all_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.synchronized = True
+    return model
+
+
 def _all_layers(model):
     for layer in model.layers:
         yield layer

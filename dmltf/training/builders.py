@@ -8,7 +8,7 @@ import numpy as np
 import config as config_lib
 from dmltf import data, losses, methods, miners
 from dmltf.methods import dvml  # noqa: F401  (registers the "dvml" method)
-from dmltf.models import backbones, build_embedding_model
+from dmltf.models import backbones, build_embedding_model, synchronize_batchnorm
 
 # Crop size of each augmentation preset when --image_size is 0.
 PRESET_SIZES = {"dmltf": 224, "torch_imagenet": 224, "dvml": 227}
@@ -113,4 +113,7 @@ def build_metric_learner(cfg, info):
 
 
 def build_method(cfg, info):
-    return methods.get(cfg.method)(cfg, info)
+    method = methods.get(cfg.method)(cfg, info)
+    if cfg.sync_batchnorm:
+        synchronize_batchnorm(method)
+    return method
