@@ -48,8 +48,10 @@ def gather_global_batch(labels, embeddings):
         return labels, embeddings, 1
     dtype = embeddings.dtype
     packed = tf.concat([tf.cast(embeddings, tf.float32), tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)], axis=1)
-    gathered = ctx.all_gather(packed, axis=0)
-    return tf.cast(gathered[:, -1], labels.dtype), tf.cast(gathered[:, :-1], dtype), n
+    dim = embeddings.shape[-1]
+    # all_gather drops the static shape; restore the width for shape-dependent losses and miners.
+    gathered = tf.reshape(ctx.all_gather(packed, axis=0), [-1, dim + 1])
+    return tf.cast(gathered[:, dim], labels.dtype), tf.cast(gathered[:, :dim], dtype), n
 
 
 class Method(keras.Model):

@@ -121,14 +121,18 @@ class Miner:
         distance = self.distance or distances_lib.get(self.default_distance)
         mat = distance.pairwise(embeddings, ref_embeddings)
         pos, neg = label_masks(labels, ref_labels, same_source)
-        return self.mine(mat, pos, neg, distance)
+        return self.select(mat, pos, neg, distance, embeddings)
 
     def mine_for_loss(self, mat, pos, neg, distance, embeddings, ref_embeddings):
         """Mine with the loss's matrix, or with this miner's own distance if it has one."""
         if self.distance is not None and type(self.distance) is not type(distance):
             distance = self.distance
             mat = distance.pairwise(embeddings, ref_embeddings)
-        return self.mine(ops.stop_gradient(mat), pos, neg, distance)
+        return self.select(ops.stop_gradient(mat), pos, neg, distance, embeddings)
+
+    def select(self, mat, pos, neg, distance, embeddings):
+        """What the miner picks; most miners need only the matrix and the masks (``mine``)."""
+        return self.mine(mat, pos, neg, distance)
 
     def mine(self, mat, pos, neg, distance):
         raise NotImplementedError

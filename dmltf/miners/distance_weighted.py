@@ -45,19 +45,14 @@ class DistanceWeightedMiner(Miner):
         self.nonzero_loss_cutoff = float(nonzero_loss_cutoff)
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
-        self._dim = None  # the embedding dimension n of the last call
 
-    def __call__(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
-        self._dim = embeddings.shape[-1]
-        return super().__call__(labels, embeddings, ref_labels, ref_embeddings)
+    def select(self, mat, pos, neg, distance, embeddings):
+        return self.mine(mat, pos, neg, distance, embedding_dim=embeddings.shape[-1])
 
-    def mine_for_loss(self, mat, pos, neg, distance, embeddings, ref_embeddings):
-        self._dim = embeddings.shape[-1]
-        return super().mine_for_loss(mat, pos, neg, distance, embeddings, ref_embeddings)
-
-    def mine(self, mat, pos, neg, distance):
+    def mine(self, mat, pos, neg, distance, embedding_dim):
+        """``embedding_dim`` is n in q(d); it must be static."""
         dist = _euclidean(mat, distance)
-        n = float(self._dim)
+        n = float(embedding_dim)
         d = ops.clip(dist, self.cutoff, _MAX_UNIT_DISTANCE)
         log_weight = (2.0 - n) * ops.log(d) - 0.5 * (n - 3.0) * ops.log(1.0 - 0.25 * ops.square(d))
         in_range = ops.logical_and(neg, dist < self.nonzero_loss_cutoff)
