@@ -63,6 +63,8 @@ def test_balanced_batches_give_each_replica_whole_class_groups():
     ("triplet", {"miner": "semi_hard", "distance": "squared_euclidean", "loss_triplet_margin": 1.0, "freeze_bn": True}),
     # A seeded sampling miner and a loss that reads the static embedding width.
     ("margin", {"miner": "distance_weighted", "freeze_bn": True}),
+    # Cross-batch memory: both replicas enqueue the gathered global batch (memory used from step 2).
+    ("xbm", {"loss_xbm_loss": "contrastive", "loss_xbm_memory_size": 64, "loss_xbm_warmup_steps": 1, "freeze_bn": True}),
     # Training-mode BatchNorm: global-batch statistics make N replicas normalise as one device.
     ("proxy_anchor", {"sync_batchnorm": True}),
     ("proxy_anchor", {"method": "dvml", "dvml_phase1_steps": 2, "sync_batchnorm": True, "lr": 1e-3}),

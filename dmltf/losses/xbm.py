@@ -44,7 +44,8 @@ from dmltf.losses.base import MetricLoss, ProxyLoss, prepare_inputs
 
 @register("xbm")
 class CrossBatchMemory(MetricLoss):
-    def __init__(self, loss="multi_similarity", memory_size=8192, warmup_steps=2000, memory_weight=1.0, **kwargs):
+    def __init__(self, loss="multi_similarity", memory_size=8192, warmup_steps=2000, memory_weight=1.0,
+                 embedding_dim=None, **kwargs):
         self.loss = losses_lib.get(loss)
         if isinstance(self.loss, ProxyLoss):
             raise ValueError(f"xbm wraps a pair-based loss; {type(self.loss).__name__} ignores references")
@@ -64,9 +65,13 @@ class CrossBatchMemory(MetricLoss):
         self.memory_labels = state("memory_labels", (self.memory_size,), "int32")
         self.memory_filled = state("memory_filled", (), "int32")
         self.memory_pointer = state("memory_pointer", (), "int32")
+        self.embedding_dim = embedding_dim
+        if embedding_dim is not None:  # known up front (the trainer passes it): no variable creation in a step
+            self.build((None,), (None, int(embedding_dim)))
 
     def build(self, labels_shape, embeddings_shape):
         self.memory_embeddings = self._state("memory_embeddings", (self.memory_size, embeddings_shape[-1]), "float32")
+        self.built = True
 
     def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
         labels, embeddings, ref_labels, ref_embeddings, same_source = prepare_inputs(
@@ -88,19 +93,24 @@ class CrossBatchMemory(MetricLoss):
             ops.logical_and(use_memory, self.memory_filled > 0), memory_loss, lambda: ops.zeros(())
         )
         # Enqueue only after the memory term has read the memory (program order inside tf.function).
-        ops.cond(use_memory, lambda: self._enqueue(ref_labels, ops.stop_gradient(ref_embeddings)), lambda: ops.zeros(()))
+        self._enqueue(ref_labels, ops.stop_gradient(ref_embeddings), use_memory)
         self.step.assign_add(ops.ones((), "int64"))
         return batch_loss + self.memory_weight * memory_term
 
-    def _enqueue(self, labels, embeddings):
+    def _enqueue(self, labels, embeddings, active):
+        """Write the batch into the queue where ``active``; the assignments themselves are
+        unconditional, since under a tf.distribute strategy they synchronise replicas, which
+        cannot happen inside a cond."""
         labels, embeddings = labels[-self.memory_size :], embeddings[-self.memory_size :]
         count = ops.shape(labels)[0]
         rows = ops.expand_dims((self.memory_pointer + ops.arange(count, dtype="int32")) % self.memory_size, 1)
-        self.memory_embeddings.assign(ops.scatter_update(self.memory_embeddings.value, rows, embeddings))
-        self.memory_labels.assign(ops.scatter_update(self.memory_labels.value, rows, labels))
-        self.memory_pointer.assign((self.memory_pointer + count) % self.memory_size)
-        self.memory_filled.assign(ops.minimum(self.memory_filled + count, self.memory_size))
-        return ops.zeros(())
+        keep = lambda new, old: ops.where(active, new, old)  # noqa: E731
+        memory = self.memory_embeddings.value
+        self.memory_embeddings.assign(keep(ops.scatter_update(memory, rows, embeddings), memory))
+        self.memory_labels.assign(keep(ops.scatter_update(self.memory_labels.value, rows, labels),
+                                       self.memory_labels.value))
+        self.memory_pointer.assign(keep((self.memory_pointer + count) % self.memory_size, self.memory_pointer))
+        self.memory_filled.assign(keep(ops.minimum(self.memory_filled + count, self.memory_size), self.memory_filled))
 
     def get_config(self):
         return {
@@ -109,4 +119,5 @@ class CrossBatchMemory(MetricLoss):
             "memory_size": self.memory_size,
             "warmup_steps": self.warmup_steps,
             "memory_weight": self.memory_weight,
+            "embedding_dim": self.embedding_dim,
         }
