@@ -37,7 +37,7 @@ def test_two_workers_train_in_sync(tmp_path):
     outputs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outputs):
         assert p.returncode == 0, out[-3000:]
-    assert "recall@1" in outputs[0]  # the chief prints the table
+    assert "recall@1" in outputs[0] and "MultiWorkerMirroredStrategy: 2 replicas" in outputs[0]  # the chief
     chief = tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
     other = tf.train.latest_checkpoint(str(tmp_path / "workers" / "worker_1" / "checkpoints"))
     a, b = tf.train.load_checkpoint(chief), tf.train.load_checkpoint(other)
@@ -60,3 +60,15 @@ def test_flagfile_with_unknown_flag_fails_before_training(tmp_path):
     assert out.returncode != 0
     assert "loss_triplet_margn" in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_cpu_replicas_flag_trains_mirrored_from_the_command_line(tmp_path):
+    out = subprocess.run([sys.executable, MAIN, "--strategy=mirrored", "--cpu_replicas=2", "--dataset=digits",
+                          "--embedding_dim=16", "--classes_per_batch=10", "--samples_per_class=4", "--epochs=1",
+                          "--max_steps_per_epoch=2", "--export=false", "--progress=none", "--tb_neighbours=0",
+                          "--tb_projector_points=0", "--eval_metrics=recall@1", f"--logdir={tmp_path}"],
+                         capture_output=True, text=True, timeout=180, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "MirroredStrategy: 2 replicas" in out.stdout
+    assert "trained" in out.stdout and "recall@1" in out.stdout
+    assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))

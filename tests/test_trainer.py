@@ -261,3 +261,29 @@ def test_l2_weight_decay_is_added_to_the_gradient(tmp_path):
             i = [j for j, u in enumerate(variables) if u is v][0]
             expected = before[i] - group.base_lr * (grads[i] + wd * before[i])
             np.testing.assert_allclose(v.numpy(), expected, atol=1e-6, rtol=1e-4, err_msg=group.name)
+
+
+def test_schedule_factors():
+    from dmltf.training.optim import schedule_factor
+
+    cfg = config.make(epochs=10, schedule="cosine")
+    assert [round(schedule_factor(cfg, e), 6) for e in (0, 5, 10)] == [1.0, 0.5, 0.0]
+    cfg = config.make(schedule="multistep", lr_milestones=["2", "5"], lr_gamma=0.1)
+    assert [round(schedule_factor(cfg, e), 6) for e in (0, 1.9, 2, 4.5, 5, 9)] == [1.0, 1.0, 0.1, 0.1, 0.01, 0.01]
+    cfg = config.make(schedule="step", lr_step_size=3, lr_gamma=0.5, lr_warmup_epochs=2.0)
+    assert schedule_factor(cfg, 0.5) == pytest.approx(0.25) and schedule_factor(cfg, 1.0) == pytest.approx(0.5)
+    assert schedule_factor(cfg, 2) == 1.0 and schedule_factor(cfg, 3) == 0.5
+    with pytest.raises(ValueError, match="valid: constant, step, multistep, cosine"):
+        schedule_factor(config.make(schedule="exp"), 0)
+
+
+@pytest.mark.parametrize("protocol", ["stratified", "zero_shot"])
+def test_digits_protocols(protocol):
+    train, test = builders.load_digits_splits(protocol)
+    assert train.num_examples + test.num_examples == 1797 and train.image_shape == (8, 8, 1)
+    if protocol == "zero_shot":
+        assert set(train.labels) == {0, 1, 2, 3, 4} and set(test.labels) == {5, 6, 7, 8, 9}
+    else:
+        assert set(train.labels) == set(test.labels) == set(range(10))
+        counts = np.bincount(train.labels) - np.bincount(test.labels)
+        assert np.abs(counts).max() <= 1  # a stratified half of every class

@@ -28,6 +28,9 @@ def build_trainer(cfg, strategy=None):
 def run(cfg, strategy=None):
     """Train and evaluate; returns (trainer, [(row name, metrics)]) with baselines if asked."""
     trainer = build_trainer(cfg, strategy)
+    if trainer.is_chief:
+        replicas = trainer.strategy.num_replicas_in_sync
+        print(f"{type(trainer.strategy).__name__}: {replicas} replica{'s' if replicas > 1 else ''}", flush=True)
     rows = []
     if cfg.baselines:
         split = trainer.eval_split
