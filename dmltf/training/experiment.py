@@ -13,6 +13,11 @@ from dmltf.training import builders
 from dmltf.training.trainer import Trainer, embed_split, evaluate_embeddings, make_strategy
 
 
+# tf.distribute's public names for its internal strategy classes.
+_PUBLIC_NAMES = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
+                 "_DefaultDistributionStrategy": "default strategy"}
+
+
 def build_trainer(cfg, strategy=None):
     """Seeds, precision policy, strategy, splits and the Trainer for ``cfg``."""
     keras.utils.set_random_seed(cfg.seed)
@@ -30,7 +35,8 @@ def run(cfg, strategy=None):
     trainer = build_trainer(cfg, strategy)
     if trainer.is_chief:
         replicas = trainer.strategy.num_replicas_in_sync
-        print(f"{type(trainer.strategy).__name__}: {replicas} replica{'s' if replicas > 1 else ''}", flush=True)
+        name = _PUBLIC_NAMES.get(type(trainer.strategy).__name__, type(trainer.strategy).__name__)
+        print(f"{name}: {replicas} replica{'s' if replicas > 1 else ''}", flush=True)
     rows = []
     if cfg.baselines:
         split = trainer.eval_split
