@@ -22,7 +22,8 @@ setup(
         "pillow",
     ],
     extras_require={
-        "test": ["pytest", "pytest-timeout"],
+        # The tests also exercise the optional TFDS reader and the OpenCV resize of the DVML layout.
+        "test": ["pytest", "pytest-timeout", "tensorflow-datasets", "importlib_resources", "opencv-python-headless"],
         "tfds": ["tensorflow-datasets"],
         # GPU faiss: replaces faiss-cpu on CUDA machines.
         "gpu": ["faiss-gpu-cu12"],
