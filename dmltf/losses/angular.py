@@ -21,7 +21,7 @@ from keras import ops
 
 from dmltf.losses import register
 from dmltf.losses.base import PairLoss, log1p_sum_exp
-from dmltf.miners.base import to_pairs
+from dmltf.miners.base import pair_masks
 
 
 @register("angular")
@@ -36,8 +36,7 @@ class AngularLoss(PairLoss):
     def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
         mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
         ref_mat = mat if same_source else self.distance.pairwise(ref_embeddings, ref_embeddings)
-        pairs = to_pairs(mined, ops.shape(mat)[0], ops.shape(mat)[1])
-        pos, neg = pairs.pos > 0, pairs.neg > 0
+        pos, neg = pair_masks(mined, mat)
         sq_tan = math.tan(math.radians(self.alpha)) ** 2
         # logits[a, p, n] = 4 tan^2 (s_an + s_pn) - 2 (1 + tan^2) s_ap
         logits = 4.0 * sq_tan * (ops.expand_dims(mat, 1) + ops.expand_dims(ref_mat, 0)) - 2.0 * (

@@ -19,7 +19,7 @@ from keras import ops
 
 from dmltf.losses import register
 from dmltf.losses.base import PairLoss, log_sum_exp
-from dmltf.miners.base import to_pairs
+from dmltf.miners.base import pair_masks
 
 
 @register("circle")
@@ -33,8 +33,7 @@ class CircleLoss(PairLoss):
         self.gamma = float(gamma)
 
     def pair_loss(self, mat, mined, distance):
-        pairs = to_pairs(mined, ops.shape(mat)[0], ops.shape(mat)[1])
-        pos, neg = pairs.pos > 0, pairs.neg > 0
+        pos, neg = pair_masks(mined, mat)
         fixed = ops.stop_gradient(mat)
         pos_logits = -self.gamma * ops.relu(1.0 + self.m - fixed) * (mat - (1.0 - self.m))
         neg_logits = self.gamma * ops.relu(fixed + self.m) * (mat - self.m)

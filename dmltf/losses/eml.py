@@ -24,7 +24,7 @@ from keras import ops
 
 from dmltf.losses import register
 from dmltf.losses.base import PairLoss, log_sum_exp
-from dmltf.miners.base import as_distance, to_pairs
+from dmltf.miners.base import as_distance, pair_masks
 
 
 @register("eml")
@@ -36,8 +36,7 @@ class EMLLoss(PairLoss):
         self.beta = float(beta)
 
     def pair_loss(self, mat, mined, distance):
-        pairs = to_pairs(mined, ops.shape(mat)[0], ops.shape(mat)[1])
-        pos, neg = pairs.pos > 0, pairs.neg > 0
+        pos, neg = pair_masks(mined, mat)
         d = as_distance(mat, distance)
         log_count = lambda mask: ops.log(ops.maximum(ops.sum(ops.cast(mask, "float32"), axis=1), 1.0))
         log_x = log_sum_exp(d, pos, axis=1) - log_count(pos) + log_sum_exp(-d, neg, axis=1) - log_count(neg)

@@ -18,7 +18,7 @@ from keras import ops
 
 from dmltf.losses import register
 from dmltf.losses.base import PairLoss, log_sum_exp
-from dmltf.miners.base import to_pairs
+from dmltf.miners.base import pair_masks
 
 
 @register("generalized_lifted_structure")
@@ -29,8 +29,7 @@ class GeneralizedLiftedStructureLoss(PairLoss):
         self.neg_margin = float(neg_margin)
 
     def pair_loss(self, mat, mined, distance):
-        pairs = to_pairs(mined, ops.shape(mat)[0], ops.shape(mat)[1])
-        pos, neg = pairs.pos > 0, pairs.neg > 0
+        pos, neg = pair_masks(mined, mat)
         pos_term = log_sum_exp(distance.margin(self.pos_margin, mat), pos, axis=1)
         neg_term = log_sum_exp(distance.margin(mat, self.neg_margin), neg, axis=1)
         has_both = ops.logical_and(ops.any(pos, axis=1), ops.any(neg, axis=1))

@@ -24,7 +24,7 @@ from keras import ops
 
 from dmltf.losses import register
 from dmltf.losses.base import PairLoss, log_sum_exp
-from dmltf.miners.base import as_distance, to_pairs
+from dmltf.miners.base import as_distance, pair_masks
 
 
 @register("lifted_structure")
@@ -35,8 +35,7 @@ class LiftedStructureLoss(PairLoss):
 
     def pair_loss(self, mat, mined, distance):
         b, r = ops.shape(mat)[0], ops.shape(mat)[1]
-        pairs = to_pairs(mined, b, r)
-        pos, neg = pairs.pos > 0, pairs.neg > 0
+        pos, neg = pair_masks(mined, mat)
         neg_logits = distance.margin(mat, self.margin)  # margin - D
         query_side = ops.broadcast_to(ops.expand_dims(log_sum_exp(neg_logits, neg, axis=1), 1), (b, r))
         ref_side = ops.broadcast_to(ops.expand_dims(log_sum_exp(neg_logits, neg, axis=0), 0), (b, r))

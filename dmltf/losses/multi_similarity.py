@@ -21,7 +21,7 @@ from keras import ops
 
 from dmltf.losses import register
 from dmltf.losses.base import PairLoss, log1p_sum_exp
-from dmltf.miners.base import to_pairs
+from dmltf.miners.base import pair_masks
 
 
 @register("multi_similarity")
@@ -38,8 +38,7 @@ class MultiSimilarityLoss(PairLoss):
 
     def pair_loss(self, mat, mined, distance):
         b = ops.shape(mat)[0]
-        pairs = to_pairs(mined, b, ops.shape(mat)[1])
-        pos, neg = pairs.pos > 0, pairs.neg > 0
+        pos, neg = pair_masks(mined, mat)
         pos_term = log1p_sum_exp(-self.alpha * (mat - self.base), pos, axis=1) / self.alpha
         neg_term = log1p_sum_exp(self.beta * (mat - self.base), neg, axis=1) / self.beta
         has_both = ops.logical_and(ops.any(pos, axis=1), ops.any(neg, axis=1))

@@ -26,7 +26,7 @@ from keras import ops
 
 from dmltf.losses import register
 from dmltf.losses.base import PairLoss
-from dmltf.miners.base import to_pairs
+from dmltf.miners.base import pair_masks
 
 
 @register("smooth_ap")
@@ -41,8 +41,8 @@ class SmoothAPLoss(PairLoss):
     def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
         mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
         b, r = ops.shape(mat)[0], ops.shape(mat)[1]
-        pairs = to_pairs(mined, b, r)
-        pos, items = pairs.pos > 0, ops.logical_or(pairs.pos > 0, pairs.neg > 0)
+        pos, neg = pair_masks(mined, mat)
+        items = ops.logical_or(pos, neg)
         has_pos = ops.any(pos, axis=1)
         if same_source:
             own = ops.cast(ops.eye(b), "bool")

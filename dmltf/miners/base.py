@@ -61,6 +61,12 @@ def to_pairs(mined, num_queries, num_refs):
     return Pairs(ops.reshape(pos, (num_queries, num_refs)), ops.reshape(neg, (num_queries, num_refs)))
 
 
+def pair_masks(mined, mat):
+    """Boolean [B, R] masks of the positive and negative pairs a miner's output uses."""
+    pairs = to_pairs(mined, ops.shape(mat)[0], ops.shape(mat)[1])
+    return pairs.pos > 0, pairs.neg > 0
+
+
 def to_triplets(mined):
     """Triplets of a miner's output: pairs give every (a, p, n) with (a, p) and (a, n) used.
 
