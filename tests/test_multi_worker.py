@@ -72,3 +72,11 @@ def test_cpu_replicas_flag_trains_mirrored_from_the_command_line(tmp_path):
     assert "MirroredStrategy: 2 replicas" in out.stdout
     assert "trained" in out.stdout and "recall@1" in out.stdout
     assert tf.train.latest_checkpoint(str(tmp_path / "checkpoints"))
+
+
+def test_configuration_mistakes_give_one_error_line(tmp_path):
+    out = subprocess.run([sys.executable, MAIN, "--loss=proxy_anchr", f"--logdir={tmp_path / 'run'}"],
+                         capture_output=True, text=True, timeout=120, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    assert out.returncode == 1
+    assert "error: Unknown loss 'proxy_anchr'; valid names:" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "run").exists()

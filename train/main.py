@@ -43,9 +43,13 @@ def main(argv):
     cfg = config.make(**{name: flags.FLAGS[name].value for name in config.all_flags()})
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint/export chatter
     configure_devices(cfg.cpu_replicas)
-    from dmltf.training.experiment import format_table, run
+    from dmltf.training.experiment import build_trainer, format_table, run
 
-    trainer, rows = run(cfg)
+    try:  # configuration mistakes (names, paths, shapes) surface here, before any training
+        trainer = build_trainer(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    trainer, rows = run(cfg, trainer=trainer)
     if trainer.is_chief:
         print(format_table(rows, cfg.eval_metrics))
         print(f"TensorBoard: tensorboard --logdir {cfg.logdir}")

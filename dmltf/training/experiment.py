@@ -30,9 +30,10 @@ def build_trainer(cfg, strategy=None):
                    preprocessing=builders.preprocessing(cfg), strategy=strategy)
 
 
-def run(cfg, strategy=None):
-    """Train and evaluate; returns (trainer, [(row name, metrics)]) with baselines if asked."""
-    trainer = build_trainer(cfg, strategy)
+def run(cfg, strategy=None, trainer=None):
+    """Train and evaluate (``trainer``: one already built for ``cfg``); returns
+    (trainer, [(row name, metrics)]) with the baselines if asked."""
+    trainer = trainer or build_trainer(cfg, strategy)
     if trainer.is_chief:
         replicas = trainer.strategy.num_replicas_in_sync
         name = _PUBLIC_NAMES.get(type(trainer.strategy).__name__, type(trainer.strategy).__name__)
