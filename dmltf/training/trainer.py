@@ -140,7 +140,9 @@ class Trainer:
                     losses = self.method.compute_losses(batch, training=True)
                     targets = {g.name: g.optimizer.scale_loss(losses[g.loss_key]) if scaled else losses[g.loss_key]
                                for g in active}
-                by_key = collections.defaultdict(list)  # one backward pass per loss key
+                # One backward pass per loss key; under float16 loss scaling each group's optimizer
+                # has its own scale, so each group gets its own pass.
+                by_key = collections.defaultdict(list)
                 for g in active:
                     by_key[g.loss_key if not scaled else g.name].append(g)
                 for groups in by_key.values():
