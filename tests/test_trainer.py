@@ -287,3 +287,21 @@ def test_digits_protocols(protocol):
         assert set(train.labels) == set(test.labels) == set(range(10))
         counts = np.bincount(train.labels) - np.bincount(test.labels)
         assert np.abs(counts).max() <= 1  # a stratified half of every class
+
+
+def test_split_images_fetches_only_the_rows_asked_for(tmp_path):
+    from dmltf.training.trainer import split_images
+
+    rng = np.random.default_rng(0)
+    small, large = rng.integers(0, 255, (20, 30, 3), np.uint8), rng.integers(0, 255, (40, 24, 3), np.uint8)
+    path = str(tmp_path / "jpeg.h5")
+    with data.DatasetWriter(path, format="hdf5", encoding="jpeg", class_names=["a", "b"]) as w:
+        w.begin_split("test", num_examples=2)
+        w.add(small, 0)
+        w.add(large, 1)
+        w.end_split()
+    got = split_images(data.open_dataset(path).split("test"), size=16)([1, 0, 1])
+    assert got.shape == (3, 16, 16, 3) and got.dtype == np.uint8
+    np.testing.assert_array_equal(got[0], got[2])
+    images = rng.integers(0, 255, (5, 8, 8, 1), np.uint8)
+    np.testing.assert_array_equal(split_images(data.ArraySplit(images, np.arange(5)))([4, 2]), images[[4, 2]])

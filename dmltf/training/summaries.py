@@ -53,26 +53,26 @@ def write_neighbour_grid(writer, images_fn, embeddings, labels, step, num_querie
     queries = np.linspace(0, len(labels) - 1, num_queries).astype(np.int64)
     _, nn = knn(embeddings[queries], embeddings, k + 1, distance=distance)
     nn = np.array([[j for j in row if j != q][:k] for row, q in zip(nn, queries)])
-    grid = neighbour_grid(images_fn(queries), images_fn(nn.reshape(-1)).reshape(len(queries), k, *images_fn(queries[:1]).shape[1:]),
-                          labels[nn] == labels[queries][:, None])
+    query_images = images_fn(queries)
+    neighbour_images = images_fn(nn.reshape(-1)).reshape(len(queries), k, *query_images.shape[1:])
+    grid = neighbour_grid(query_images, neighbour_images, labels[nn] == labels[queries][:, None])
     with writer.as_default():
         tf.summary.image("neighbours/top5", grid[None], step=step)
     return grid
 
 
-def write_projector(logdir, embeddings, labels, images=None, max_points=2000):
+def write_projector(logdir, embeddings, labels, images=None):
     """Projector files (TSV tensors, metadata, optional sprite) and ``projector_config.pbtxt``."""
-    n = min(len(labels), max_points)
     tensor_path, meta_path = os.path.join(logdir, "projector_tensors.tsv"), os.path.join(logdir, "projector_metadata.tsv")
-    np.savetxt(tensor_path, embeddings[:n], delimiter="\t", fmt="%.6g")
+    np.savetxt(tensor_path, embeddings, delimiter="\t", fmt="%.6g")
     with open(meta_path, "w") as f:
-        f.write("label\n" + "".join(f"{int(v)}\n" for v in labels[:n]))
+        f.write("label\n" + "".join(f"{int(v)}\n" for v in labels))
     config = (
         "embeddings {\n  tensor_name: \"embeddings\"\n"
         f"  tensor_path: \"{os.path.basename(tensor_path)}\"\n  metadata_path: \"{os.path.basename(meta_path)}\"\n"
     )
     if images is not None:
-        sprite, (h, w) = _sprite(images[:n])
+        sprite, (h, w) = _sprite(images)
         tf.io.write_file(os.path.join(logdir, "projector_sprite.png"), tf.io.encode_png(sprite))
         config += f"  sprite {{\n    image_path: \"projector_sprite.png\"\n    single_image_dim: {w}\n    single_image_dim: {h}\n  }}\n"
     with open(os.path.join(logdir, "projector_config.pbtxt"), "w") as f:

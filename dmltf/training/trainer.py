@@ -21,6 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from dmltf import data, evaluation
+from dmltf.data.images import decode_jpeg
 from dmltf.distances import l2_normalize
 from dmltf.training import summaries
 from dmltf.training.optim import GroupOptimizer
@@ -76,6 +77,21 @@ def embed_split(method, split, cfg, preprocessing):
         outs.append(keras.ops.convert_to_numpy(tf.cast(embed(images), tf.float32)))
         labels.append(y.numpy())
     return np.concatenate(outs), np.concatenate(labels)
+
+
+def split_images(split, size=64):
+    """``fetch(indices) -> uint8 [n, H, W, C]``: only the rows asked for (the TensorBoard grid
+    and sprite need a few, not the whole split); JPEG rows, which may differ in size, are
+    decoded and resized to ``size`` x ``size``."""
+    def fetch(indices):
+        rows = split.read_rows(np.asarray(indices, np.int64))
+        if split.encoding == "raw":
+            return rows
+        channels = split.image_shape[-1] if split.image_shape else 3
+        return np.stack([tf.cast(tf.image.resize(decode_jpeg(bytes(b), channels), (size, size)), tf.uint8).numpy()
+                         for b in rows])
+
+    return fetch
 
 
 def _compiled_embed(method):
@@ -206,13 +222,13 @@ class Trainer:
         if self.is_chief:
             normalized = keras.ops.convert_to_numpy(l2_normalize(embeddings)) if self.cfg.eval_l2_normalize else embeddings
             summaries.pair_distance_histograms(self.writer, normalized, labels, epoch, seed=self.cfg.seed)
+            images = split_images(self.eval_split)
             if self.cfg.tb_neighbours:
-                images = self.eval_split.load().images
-                summaries.write_neighbour_grid(self.writer, lambda idx: images[idx], normalized, labels, epoch,
+                summaries.write_neighbour_grid(self.writer, images, normalized, labels, epoch,
                                                num_queries=self.cfg.tb_neighbours, distance=self.cfg.eval_distance)
             if final and self.cfg.tb_projector_points:
-                images = self.eval_split.load().images
-                summaries.write_projector(self.logdir, normalized, labels, images, self.cfg.tb_projector_points)
+                n = min(len(labels), self.cfg.tb_projector_points)
+                summaries.write_projector(self.logdir, normalized[:n], labels[:n], images(np.arange(n)))
         self.writer.flush()
         return metrics
 
