@@ -13,6 +13,7 @@ import tensorflow as tf
 import config as config_lib
 import dmltf.models  # noqa: F401  (registers the custom layers a saved model may hold)
 from dmltf import data
+from dmltf.training.trainer import embed_batches
 
 
 class Embedder:
@@ -29,13 +30,8 @@ class Embedder:
         self.batch_size, self.input_shape = batch_size, tuple(input_shape)
 
     def embed(self, split):
-        ds = data.eval_dataset(split, self.batch_size, augmentation=self.augmentation,
-                               preprocessing=self.preprocessing, image_size=self.image_size)
-        outs, labels = [], []
-        for images, y in ds:
-            outs.append(tf.cast(self.fn(images), tf.float32).numpy())
-            labels.append(y.numpy())
-        return np.concatenate(outs), np.concatenate(labels)
+        return embed_batches(self.fn, split, self.batch_size, augmentation=self.augmentation,
+                             preprocessing=self.preprocessing, image_size=self.image_size)
 
     def embed_images(self, images):
         return self.embed(data.ArraySplit(images, np.zeros(len(images), np.int64)))[0]

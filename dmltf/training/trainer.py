@@ -69,12 +69,17 @@ def distribute_batches(strategy, make_dataset, global_batch):
 
 def embed_split(method, split, cfg, preprocessing):
     """Embeddings and labels of a whole split, in file order."""
-    ds = data.eval_dataset(split, cfg.eval_batch_size, augmentation=cfg.augmentation,
-                           preprocessing=preprocessing, image_size=cfg.image_size or None)
-    embed = _compiled_embed(method)
+    return embed_batches(_compiled_embed(method), split, cfg.eval_batch_size, augmentation=cfg.augmentation,
+                         preprocessing=preprocessing, image_size=cfg.image_size or None)
+
+
+def embed_batches(embed_fn, split, batch_size, *, augmentation, preprocessing, image_size):
+    """float32 embeddings and labels of ``split`` through ``embed_fn``, with its eval transform."""
+    ds = data.eval_dataset(split, batch_size, augmentation=augmentation, preprocessing=preprocessing,
+                           image_size=image_size)
     outs, labels = [], []
     for images, y in ds:
-        outs.append(keras.ops.convert_to_numpy(tf.cast(embed(images), tf.float32)))
+        outs.append(tf.cast(embed_fn(images), tf.float32).numpy())
         labels.append(y.numpy())
     return np.concatenate(outs), np.concatenate(labels)
 
