@@ -55,8 +55,9 @@ GROUPS = {
         "dvml_phase1_epochs": (1, "Phase 1 lasts this many epochs (when --dvml_phase1_steps is 0)."),
         "dvml_phase1_steps": (0, "If > 0, phase 1 lasts this many training steps instead."),
         "dvml_decoder_units": (512, "Hidden width of the decoder (embedding -> hidden -> backbone feature)."),
-        "dvml_recon_reduction": ("sample_sum", "Reconstruction: sample_sum = 1/(T B) sum ||x - x_hat||^2 "
-                                 "(paper), mean = mean over elements (GeDML's MSE)."),
+        "dvml_recon_reduction": ("mean", "Paper-mode reconstruction: mean = GeDML's MSE (mean over samples, "
+                                 "batch and features), sample_sum = 1/(T B) sum ||x - x_hat||^2, norm = "
+                                 "1/(T B) sum ||x - x_hat|| (the paper's printed formula)."),
         "dvml_weight_decay": (5e-3, "reference mode: 5e-3 * sum ||v||^2 / 2 over the encoder's non-BN "
                               "variables, inside the invariant term."),
     },

@@ -55,7 +55,7 @@ def dense(h, layer):
     return h @ w + b
 
 
-def numpy_dvml(method, mode, phase, x, mu, log_var, z_inv, eps, labels):
+def numpy_dvml(method, mode, phase, x, mu, log_var, z_inv, eps, labels, recon_reduction="mean"):
     """METHODS.md 1.2 (paper) / 1.4 (reference), on the network outputs of one batch."""
     b = len(labels)
     lam = LAMBDAS[phase]
@@ -70,7 +70,9 @@ def numpy_dvml(method, mode, phase, x, mu, log_var, z_inv, eps, labels):
     kl_i = -0.5 * (1 + log_var - mu**2 - np.exp(log_var)).sum(1)
     terms = {"synthetic": semihard_triplet(labels, z[0]), "invariant": semihard_triplet(labels, z_inv)}
     if mode == "paper":
-        terms.update(kl=kl_i.mean(), recon=sq.sum() / (len(eps) * b))
+        # GeDML's F.mse_loss over [T, B, F]; the per-sample squared norm; the paper's printed (unsquared) norm.
+        per_sample = {"mean": sq / x.shape[-1], "sample_sum": sq, "norm": np.sqrt(sq)}[recon_reduction]
+        terms.update(kl=kl_i.mean(), recon=per_sample.sum() / (len(eps) * b))
         terms["loss"] = lam[0] * terms["kl"] + lam[1] * terms["recon"] + lam[2] * terms["synthetic"] + lam[3] * terms["invariant"]
         return terms
     # main.py: kl = sum_j(...) * -(0.5 / B), then K.mean over the batch; L2 = 1/(20 B) sum of squares.
@@ -106,10 +108,11 @@ def fixed_batch(labels):
 MIXED, DISTINCT = [0, 0, 0, 1, 1, 2, 3, 1], [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("mode", ["paper", "reference"])
+@pytest.mark.parametrize("mode,recon_reduction", [("paper", "mean"), ("paper", "sample_sum"), ("paper", "norm"),
+                                                 ("reference", "mean")])
 @pytest.mark.parametrize("phase", [1, 2])
-def test_loss_terms_match_numpy(mode, phase):
-    method = make_dvml(mode)
+def test_loss_terms_match_numpy(mode, recon_reduction, phase):
+    method = make_dvml(mode, recon_reduction=recon_reduction)
     # Perturb the decoder BN's moving statistics and affine weights so inference vs batch mode matters.
     rng = np.random.default_rng(1)
     method.decoder_bn.set_weights([rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.1, 6), rng.normal(0, 0.5, 6),
@@ -121,7 +124,7 @@ def test_loss_terms_match_numpy(mode, phase):
         step = int(method.train_steps.numpy())
         samples = T if mode == "paper" else 1
         eps = tf.random.stateless_normal((samples, len(y), E), tf.constant([SEED, step], tf.int64)).numpy()
-        want = numpy_dvml(method, mode, phase, x, mu, log_var, z_inv, eps.astype(np.float64), y)
+        want = numpy_dvml(method, mode, phase, x, mu, log_var, z_inv, eps.astype(np.float64), y, recon_reduction)
         got = method.compute_losses((images, y), training=True)
         for key, value in want.items():
             np.testing.assert_allclose(float(got[key]), value, rtol=2e-4, atol=1e-5, err_msg=f"{key} {labels}")

@@ -24,7 +24,8 @@ decoder gradient into encoder  phase 2 only (z_I, mu, sigma)       never (phase 
 samples T                      20 (``--dvml_samples``)             1, reconstruction divided by 20 B
 KL                             mean over the batch                 mean over the batch, divided by B
                                                                    again (the double 1/B bug)
-reconstruction                 1/(T B) sum ||x - x_hat||^2         1/(20 B) sum ||x - x_hat||^2
+reconstruction                 GeDML's MSE: the mean over T, B     1/(20 B) sum ||x - x_hat||^2
+                               and the F features (see below)
 decoder                        Dense-BN-ReLU-Dense (GeDML)         Dense-ReLU-BN-Dense (``fc_block``)
 weight decay                   the trainer's (``--weight_decay``)  5e-3 sum ||v||^2/2 over non-BN
                                                                    encoder variables, inside l4's term
@@ -44,8 +45,13 @@ flagfile (``--lr``, ``--group_lrs=decoder:1e-2,classifier:1e-3``), groups being 
 Deviations: the reconstruction target x is a stop-gradient constant in both modes (GeDML leaves
 it attached, so its reconstruction gradient reaches the backbone through the target even in
 phase 1); the samples are reparameterised (GeDML draws them with ``Normal.sample()``, which
-carries no gradient to mu and sigma); paper mode draws T samples in phase 1 too (GeDML one);
-``--dvml_recon_reduction=mean`` gives GeDML's element mean instead of the per-sample sum.
+carries no gradient to mu and sigma); paper mode draws T samples in phase 1 too (GeDML one).
+The paper prints L2 = 1/(T B) sum_i sum_t ||x_i - x_hat_i^(t)||_2, a norm, not squared; both
+implementations use squared errors, GeDML as ``F.mse_loss``, which paper mode follows by default.
+``--dvml_recon_reduction`` picks the form: ``mean`` (GeDML, default), ``sample_sum``
+(1/(T B) sum ||x - x_hat||^2: F times larger, the seed's sum without its 1/20) or ``norm`` (the
+formula as printed). Its scale decides how much phase 2's reconstruction gradient outweighs the
+metric terms in the encoder; reference mode ignores the flag.
 Reference mode: the classifier has ``num_classes`` outputs (the seed 99 for 98 1-based labels).
 Noise is drawn for the whole global batch from a stateless generator keyed on (seed, step
 counter), and each replica takes its rows: the counter is a checkpointed variable, so a resumed
@@ -73,7 +79,7 @@ from dmltf.methods.base import Method, OptimizerGroup, gather_global_batch
 from dmltf.models import backbones, freeze_batchnorm
 
 MODES = ("paper", "reference")
-RECON_REDUCTIONS = ("sample_sum", "mean")
+RECON_REDUCTIONS = ("mean", "sample_sum", "norm")  # paper mode, per sample: ||x - x_hat||^2 / F, ||.||^2, ||.||
 REFERENCE_RECON_DIVISOR = 20  # the seed's 1/(20 B): T = 20 in the paper, one sample drawn
 DEFAULT_SAMPLES = {"paper": 20, "reference": 1}
 
@@ -101,7 +107,7 @@ class DVML(Method):
 
     def __init__(self, encoder, embedding_model, metric_loss, num_classes, *, mode="paper", num_samples=0,
                  lambdas_phase1=(1.0, 1.0, 0.1, 1.0), lambdas_phase2=(0.8, 1.0, 0.2, 0.8), phase1_epochs=1,
-                 phase1_steps=0, decoder_units=512, recon_reduction="sample_sum", weight_decay=5e-3, seed=0,
+                 phase1_steps=0, decoder_units=512, recon_reduction="mean", weight_decay=5e-3, seed=0,
                  **kwargs):
         super().__init__(**kwargs)
         if mode not in MODES:
@@ -167,6 +173,14 @@ class DVML(Method):
         eps = tf.random.stateless_normal((self.num_samples, local_batch * replicas, self.embedding_dim), seed)
         return eps[:, replica * local_batch:(replica + 1) * local_batch]
 
+    def _recon_per_sample(self, squared_error):
+        """Paper mode's per-sample reconstruction term from ||x - x_hat||^2 (see ``RECON_REDUCTIONS``)."""
+        if self.recon_reduction == "mean":
+            return squared_error / ops.cast(self.decoder_out.units, squared_error.dtype)
+        if self.recon_reduction == "norm":  # clamped: the gradient of the norm is undefined at 0
+            return ops.sqrt(ops.maximum(squared_error, 1e-12))
+        return squared_error
+
     def _decayed_variables(self):
         bn = {id(v) for layer in self.encoder._flatten_layers() if isinstance(layer, keras.layers.BatchNormalization)
               for v in layer.trainable_variables}
@@ -193,8 +207,7 @@ class DVML(Method):
             kl = kl / batch_size
             recon = ops.sum(squared_error) / (REFERENCE_RECON_DIVISOR * batch_size)
         else:
-            elements = self.num_samples * (ops.cast(ops.shape(x)[-1], "float32") if self.recon_reduction == "mean" else 1.0)
-            recon = ops.sum(squared_error) / (elements * batch_size)
+            recon = ops.sum(self._recon_per_sample(squared_error)) / (self.num_samples * batch_size)
         invariant = self.metric_loss(labels_all, both[:, :self.embedding_dim]) / replicas
         synthetic = self.metric_loss(labels_all, both[:, self.embedding_dim:]) / replicas
         lam = ops.take(self.lambdas, phase - 1, axis=0)
