@@ -1,7 +1,7 @@
 """DVML: loss terms and the seed's objectives against numpy (float64, written from METHODS.md 1.2 /
-1.4), gradient cut-off per phase, phase switch across a kill and resume, the reference flagfile
+1.4), gradient cut-off per phase, phase switch across a kill and resume, the three Cars196 flagfiles
 end to end on a miniature Cars196 in the DVML layout, the DVML-layout reader and random batches.
-Budget: ~90 s.
+Budget: ~2 min.
 """
 import os
 import subprocess
@@ -230,13 +230,28 @@ def test_random_batches_are_a_shuffle_of_the_epoch():
         np.testing.assert_array_equal(y, np.searchsorted([3, 5, 9], labels[idx]))
 
 
-def test_reference_flagfile_runs_end_to_end(dvml_file, tmp_path):
+SHARED_TAGS = ["train/kl", "train/recon", "train/synthetic", "train/invariant", "train/phase", "train/lambda1",
+               "train/lambda4", "learning_rate/decoder", "eval/recall@32", "eval/nmi", "eval/f1"]
+FLAGFILES = {  # flagfile -> (overrides for 3 train classes of 4 images, extra tags, learning rate per group)
+    "dvml_cars196_reference.cfg": (["--classes_per_batch=6"],
+                                   ["train/encoder_loss", "train/decoder_loss", "train/classifier_loss"],
+                                   {"backbone": 7e-5, "decoder": 1e-2, "classifier": 1e-3}),
+    "dvml_cars196_paper.cfg": (["--classes_per_batch=3", "--dvml_phase1_epochs=1"], ["train/loss"],
+                               {"backbone": 1e-4, "head": 1e-4, "decoder": 1e-4}),
+    "dvml_cars196_npair.cfg": (["--classes_per_batch=3", "--dvml_phase1_epochs=1"], ["train/loss"],
+                               {"backbone": 1e-4, "head": 1e-4, "decoder": 1e-4}),
+}
+
+
+@pytest.mark.parametrize("flagfile", list(FLAGFILES))
+def test_flagfile_runs_end_to_end(flagfile, dvml_file, tmp_path):
+    overrides, extra_tags, rates = FLAGFILES[flagfile]
     logdir = tmp_path / "run"
     cmd = [sys.executable, os.path.join(REPO, "train", "main.py"),
-           "--flagfile=" + os.path.join(REPO, "train", "configs", "dvml_cars196_reference.cfg"),
-           f"--dataset={dvml_file}", "--backbone=small_cnn", "--backbone_weights=", "--classes_per_batch=6",
-           "--epochs=2", "--max_steps_per_epoch=2", f"--logdir={logdir}", "--progress=none", "--export=false",
-           "--tb_neighbours=0", "--tb_projector_points=0"]
+           "--flagfile=" + os.path.join(REPO, "train", "configs", flagfile), f"--dataset={dvml_file}",
+           "--backbone=small_cnn", "--backbone_weights=", "--epochs=2", "--max_steps_per_epoch=2",
+           f"--logdir={logdir}", "--progress=none", "--export=false", "--tb_neighbours=0",
+           "--tb_projector_points=0", *overrides]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "recall@32" in done.stdout and "nmi" in done.stdout
@@ -245,13 +260,10 @@ def test_reference_flagfile_runs_end_to_end(dvml_file, tmp_path):
     acc = EventAccumulator(str(logdir), size_guidance={"tensors": 0})
     acc.Reload()
     tags = set(acc.Tags()["tensors"])
-    for tag in ["train/kl", "train/recon", "train/synthetic", "train/invariant", "train/phase", "train/lambda1",
-                "train/lambda4", "train/encoder_loss", "train/decoder_loss", "train/classifier_loss",
-                "learning_rate/decoder", "eval/recall@32", "eval/nmi", "eval/f1"]:
+    for tag in SHARED_TAGS + extra_tags:
         assert tag in tags, tag
     phase = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("train/phase")]
     lambda3 = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("train/lambda3")]
     assert phase == [1.0, 2.0] and lambda3 == pytest.approx([0.1, 0.2])
-    rates = {e: float(tf.make_ndarray(acc.Tensors(f"learning_rate/{e}")[-1].tensor_proto))
-             for e in ("backbone", "decoder", "classifier")}
-    assert rates == pytest.approx({"backbone": 7e-5, "decoder": 1e-2, "classifier": 1e-3})
+    got = {g: float(tf.make_ndarray(acc.Tensors(f"learning_rate/{g}")[-1].tensor_proto)) for g in rates}
+    assert got == pytest.approx(rates)
