@@ -267,3 +267,18 @@ def test_flagfile_runs_end_to_end(flagfile, dvml_file, tmp_path):
     assert phase == [1.0, 2.0] and lambda3 == pytest.approx([0.1, 0.2])
     got = {g: float(tf.make_ndarray(acc.Tensors(f"learning_rate/{g}")[-1].tensor_proto)) for g in rates}
     assert got == pytest.approx(rates)
+
+
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+@pytest.mark.parametrize("loss", [dict(loss="proxy_anchor"), dict(loss="margin", loss_margin_learn_beta=True)])
+def test_metric_loss_weights_train_with_the_encoder(tmp_path, mode, loss):
+    """Proxies (and the margin loss's beta) get their own group, minimising the encoder's objective."""
+    trainer = build_trainer(small_cfg(tmp_path, dvml_mode=mode, miner="", distance="", epochs=1,
+                                      batch_sampler="random" if mode == "reference" else "balanced", **loss))
+    loss_group = [g for g in trainer.method.optimizer_groups() if g.name == "loss"]
+    assert len(loss_group) == 1 and loss_group[0].loss_key == ("encoder_loss" if mode == "reference" else "loss")
+    weights = trainer.method.metric_loss.trainable_variables
+    assert weights and all(any(w is v for v in loss_group[0].variables) for w in weights)
+    before = [w.numpy().copy() for w in weights]
+    trainer.fit()
+    assert any(np.abs(w.numpy() - b).max() > 0 for w, b in zip(weights, before))

@@ -40,7 +40,8 @@ NaN                            -                                   each objectiv
 
 Reference-mode learning rates (encoder Adam 7e-5, decoder 1e-2, classifier 1e-3) come from the
 flagfile (``--lr``, ``--group_lrs=decoder:1e-2,classifier:1e-3``), groups being ``backbone``,
-``head`` (feature BN + heads), ``decoder`` and, in reference mode, ``classifier``.
+``head`` (feature BN + heads), ``decoder``, ``loss`` (the metric loss's own weights, if any: proxies,
+the margin loss's beta; minimising what the encoder minimises) and, in reference mode, ``classifier``.
 
 Deviations: the reconstruction target x is a stop-gradient constant in both modes (GeDML leaves
 it attached, so its reconstruction gradient reaches the backbone through the target even in
@@ -75,7 +76,7 @@ from keras import ops
 
 from dmltf import methods
 from dmltf.layers import GlobalPooling, L2Normalize
-from dmltf.methods.base import Method, OptimizerGroup, gather_global_batch
+from dmltf.methods.base import Method, OptimizerGroup, gather_global_batch, loss_weights_groups
 from dmltf.models import backbones, freeze_batchnorm
 
 MODES = ("paper", "reference")
@@ -245,7 +246,8 @@ class DVML(Method):
         wd = 0.0 if reference else None  # reference: plain Adam, the decay is inside the loss
         groups = [OptimizerGroup("backbone", backbone, "encoder_loss" if reference else "loss", weight_decay=wd),
                   OptimizerGroup("head", head, "encoder_loss" if reference else "loss", weight_decay=wd),
-                  OptimizerGroup("decoder", decoder, "decoder_loss" if reference else "loss", weight_decay=wd)]
+                  OptimizerGroup("decoder", decoder, "decoder_loss" if reference else "loss", weight_decay=wd),
+                  *loss_weights_groups(self.metric_loss, "encoder_loss" if reference else "loss", weight_decay=wd)]
         if reference:
             groups.append(OptimizerGroup("classifier", self.classifier.trainable_variables, "classifier_loss",
                                          weight_decay=wd))
