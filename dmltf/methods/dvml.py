@@ -61,11 +61,9 @@ state cannot be updated in a MirroredStrategy replica context).
 
 Example:
     >>> import numpy as np
-    >>> from dmltf import losses
     >>> from dmltf.methods.dvml import DVML, build_encoder
     >>> encoder, embedding_model = build_encoder("small_cnn", (8, 8, 1), 4)
-    >>> dvml = DVML(encoder, embedding_model, losses.get("triplet", margin=1.0, miner="semi_hard",
-    ...             distance="squared_euclidean"), num_classes=2, num_samples=3)
+    >>> dvml = DVML(encoder, embedding_model, num_samples=3)  # over semi-hard triplet, the seed's
     >>> out = dvml.compute_losses((np.random.rand(6, 8, 8, 1).astype("float32"), np.array([0, 0, 0, 1, 1, 1])))
     >>> sorted(k for k in out if not k.startswith("lambda")), int(out["phase"])
     (['invariant', 'kl', 'loss', 'phase', 'recon', 'synthetic'], 1)
@@ -74,7 +72,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from dmltf import methods
+from dmltf import losses, methods
 from dmltf.layers import GlobalPooling, L2Normalize
 from dmltf.methods.base import Method, OptimizerGroup, gather_global_batch, loss_weights_groups
 from dmltf.models import backbones, freeze_batchnorm
@@ -104,9 +102,13 @@ def build_encoder(backbone, input_shape, embedding_dim, *, pooling="avg", weight
 
 
 class DVML(Method):
-    """DVML on ``encoder`` (see :func:`build_encoder`) with ``metric_loss`` (see the module docstring)."""
+    """DVML on ``encoder`` (see :func:`build_encoder`) with ``metric_loss`` (see the module docstring).
 
-    def __init__(self, encoder, embedding_model, metric_loss, num_classes, *, mode="paper", num_samples=0,
+    ``metric_loss`` defaults to the seed's: TF-contrib semi-hard triplet, margin 1, squared Euclidean.
+    ``num_classes`` sizes reference mode's monitoring classifier.
+    """
+
+    def __init__(self, encoder, embedding_model, metric_loss=None, num_classes=None, *, mode="paper", num_samples=0,
                  lambdas_phase1=(1.0, 1.0, 0.1, 1.0), lambdas_phase2=(0.8, 1.0, 0.2, 0.8), phase1_epochs=1,
                  phase1_steps=0, decoder_units=512, recon_reduction="mean", weight_decay=5e-3, seed=0,
                  **kwargs):
@@ -118,6 +120,10 @@ class DVML(Method):
         for name, lambdas in (("phase1", lambdas_phase1), ("phase2", lambdas_phase2)):
             if len(lambdas) != 4:
                 raise ValueError(f"--dvml_lambdas_{name} needs 4 values (KL, recon, synthetic, invariant), got {lambdas}")
+        if mode == "reference" and not num_classes:
+            raise ValueError("--dvml_mode=reference needs num_classes (its monitoring softmax classifier)")
+        if metric_loss is None:
+            metric_loss = losses.get("triplet", margin=1.0, miner="semi_hard", distance="squared_euclidean")
         self.mode, self.recon_reduction, self.seed = mode, recon_reduction, int(seed)
         self.num_samples = int(num_samples) or DEFAULT_SAMPLES[mode]
         if mode == "reference" and self.num_samples != 1:
