@@ -32,13 +32,11 @@ class OptimizerGroup:
     extra: dict = field(default_factory=dict)
 
 
-def loss_weights_groups(loss, loss_key="loss", weight_decay=None):
-    """``[OptimizerGroup("loss", ...)]`` for a loss's own weights (proxies, centres, the margin loss's
-    beta) at its ``lr_multiplier``, or ``[]`` when it has none."""
-    if not loss.trainable_variables:
-        return []
-    return [OptimizerGroup("loss", loss.trainable_variables, loss_key, lr_multiplier=loss.lr_multiplier,
-                           weight_decay=weight_decay)]
+def loss_weights_group(loss, loss_key="loss", weight_decay=None):
+    """The ``loss`` group: a loss's own weights (proxies, centres, the margin loss's beta) at its
+    ``lr_multiplier``; empty when it has none (methods drop groups without variables)."""
+    return OptimizerGroup("loss", loss.trainable_variables, loss_key, lr_multiplier=loss.lr_multiplier,
+                          weight_decay=weight_decay)
 
 
 def gather_global_batch(labels, embeddings):
@@ -120,7 +118,7 @@ class MetricLearner(Method):
         backbone_ids = {id(v) for v in backbone.trainable_variables}
         head = [v for v in self.embedding_model.trainable_variables if id(v) not in backbone_ids]
         groups = [OptimizerGroup("backbone", backbone.trainable_variables), OptimizerGroup("head", head),
-                  *loss_weights_groups(self.loss_fn)]
+                  loss_weights_group(self.loss_fn)]
         return [g for g in groups if g.variables]
 
     def loss_layers(self):

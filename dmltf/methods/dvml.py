@@ -74,7 +74,7 @@ from keras import ops
 
 from dmltf import losses, methods
 from dmltf.layers import GlobalPooling, L2Normalize
-from dmltf.methods.base import Method, OptimizerGroup, gather_global_batch, loss_weights_groups
+from dmltf.methods.base import Method, OptimizerGroup, gather_global_batch, loss_weights_group
 from dmltf.models import backbones, freeze_batchnorm
 
 MODES = ("paper", "reference")
@@ -253,7 +253,7 @@ class DVML(Method):
         groups = [OptimizerGroup("backbone", backbone, "encoder_loss" if reference else "loss", weight_decay=wd),
                   OptimizerGroup("head", head, "encoder_loss" if reference else "loss", weight_decay=wd),
                   OptimizerGroup("decoder", decoder, "decoder_loss" if reference else "loss", weight_decay=wd),
-                  *loss_weights_groups(self.metric_loss, "encoder_loss" if reference else "loss", weight_decay=wd)]
+                  loss_weights_group(self.metric_loss, "encoder_loss" if reference else "loss", weight_decay=wd)]
         if reference:
             groups.append(OptimizerGroup("classifier", self.classifier.trainable_variables, "classifier_loss",
                                          weight_decay=wd))
