@@ -8,7 +8,6 @@ setup(
     "retrieval metrics, a distributed trainer and reference-faithful ports.",
     python_requires=">=3.10",
     packages=find_packages(include=["dmltf", "dmltf.*"]),
-    py_modules=["config"],
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.0",

@@ -52,7 +52,7 @@ def convert(root, out, fmt, encoding, workers):
 
 def time_pipeline(split, epochs, P, K):
     def epoch_ds(epoch):
-        return data.train_dataset(split, P, K, seed=0, epoch=epoch, augmentation="dmltf", image_size=224)
+        return data.train_dataset(split, data.samplers.get("balanced", P, K), seed=0, epoch=epoch, augmentation="dmltf", image_size=224)
 
     next(iter(epoch_ds(epochs)))  # warm-up on another epoch: tracing, file handles, RAM cache
     images, start = 0, time.perf_counter()

@@ -15,6 +15,8 @@ Example:
 """
 from keras import ops
 
+from dmltf.registry import Registry
+
 # Below this squared distance the euclidean distance and its gradient are taken as 0, so
 # identical embeddings (a sample with itself, a collapsed batch) never produce NaN gradients.
 _SQRT_EPS = 1e-12
@@ -103,12 +105,10 @@ def l2_normalize(x, axis=-1, epsilon=1e-12):
     return x * ops.rsqrt(ops.maximum(norm2, epsilon))
 
 
-_REGISTRY = {cls.name: cls for cls in (Euclidean, SquaredEuclidean, Cosine, Dot)}
-
-
-def names():
-    """Registered distance names."""
-    return sorted(_REGISTRY)
+DISTANCES = Registry("distance")
+for _cls in (Euclidean, SquaredEuclidean, Cosine, Dot):
+    DISTANCES.add(_cls.name, _cls)
+names = DISTANCES.names
 
 
 def get(identifier):
@@ -117,9 +117,7 @@ def get(identifier):
         return identifier
     if isinstance(identifier, dict):  # serialized form {"name": ...}
         identifier = identifier["name"]
-    if identifier not in _REGISTRY:
-        raise ValueError(f"Unknown distance {identifier!r}; valid names: {', '.join(names())}")
-    return _REGISTRY[identifier]()
+    return DISTANCES.lookup(identifier)()
 
 
 def serialize(distance):

@@ -24,15 +24,19 @@ def indices_of(images):
     return (images[:, 0] * 256 + images[:, 1]).astype(int)
 
 
+def balanced(p, k):
+    return data.samplers.get("balanced", p, k)
+
+
 def epoch(split, seed=0, epoch=0, **kwargs):
-    ds = data.train_dataset(split, P, K, seed=seed, epoch=epoch, preprocessing="raw", **kwargs)
+    ds = data.train_dataset(split, balanced(P, K), seed=seed, epoch=epoch, preprocessing="raw", **kwargs)
     return [(x.numpy(), y.numpy()) for x, y in ds]
 
 
 def test_balanced_batches_p_by_k_contiguous_groups():
     split = index_split()
     batches = epoch(split)
-    assert len(batches) == data.steps_per_epoch(split, P, K) == len(LABELS) // (P * K) == 2
+    assert len(batches) == balanced(P, K).steps_per_epoch(split) == len(LABELS) // (P * K) == 2
     for images, labels in batches:
         assert images.shape == (P * K, 2, 1, 1) and images.dtype == np.float32
         assert labels.shape == (P * K,) and labels.dtype == np.int64
@@ -54,7 +58,7 @@ def test_balanced_batches_p_by_k_contiguous_groups():
 
 def test_singleton_classes_are_drawn():
     singletons = [np.flatnonzero(LABELS == c)[0] for c, n in CLASS_SIZES.items() if n == 1]
-    groups = np.concatenate([data.sampler.balanced_batches(LABELS, P, K, seed=0, epoch=e).reshape(-1, K)
+    groups = np.concatenate([data.samplers.balanced.balanced_batches(LABELS, P, K, seed=0, epoch=e).reshape(-1, K)
                              for e in range(3)])
     for i in singletons:
         assert any((g == i).all() for g in groups), "a singleton class fills its group with its one image"
@@ -62,7 +66,7 @@ def test_singleton_classes_are_drawn():
 
 def test_sampler_covers_classes_evenly():
     labels = np.repeat(np.arange(10), 20)
-    b = data.sampler.balanced_batches(labels, 4, 5, seed=1, epoch=0)
+    b = data.samplers.balanced.balanced_batches(labels, 4, 5, seed=1, epoch=0)
     assert b.shape == (10, 20)
     counts = np.bincount(labels[b].ravel(), minlength=10)
     # 40 class draws over 10 classes in shuffled cycles: each class 4 times (x 5 images).
@@ -95,13 +99,13 @@ def test_random_augmentation_is_seeded():
 
 def test_replica_divisibility_and_shards():
     split = index_split()
-    with pytest.raises(ValueError, match="classes_per_batch=3 is not divisible by num_replicas=2"):
-        data.train_dataset(split, 3, 2, seed=0, epoch=0, num_replicas=2)
+    with pytest.raises(ValueError, match="a batch of 6 images in groups of 2 cannot be cut into 2 shares"):
+        data.train_dataset(split, balanced(3, 2), seed=0, epoch=0, num_replicas=2)
     with pytest.raises(ValueError, match="classes_per_batch=8 exceeds the 7 classes"):
-        data.train_dataset(split, 8, 2, seed=0, epoch=0)
-    full = [(x.numpy(), y.numpy()) for x, y in data.train_dataset(split, 4, 2, seed=0, epoch=0, num_replicas=2)]
+        data.train_dataset(split, balanced(8, 2), seed=0, epoch=0)
+    full = [(x.numpy(), y.numpy()) for x, y in data.train_dataset(split, balanced(4, 2), seed=0, epoch=0, num_replicas=2)]
     shards = [[(x.numpy(), y.numpy()) for x, y in
-               data.train_dataset(split, 4, 2, seed=0, epoch=0, shard=(i, 2))] for i in range(2)]
+               data.train_dataset(split, balanced(4, 2), seed=0, epoch=0, shard=(i, 2))] for i in range(2)]
     for step, (x, y) in enumerate(full):
         np.testing.assert_array_equal(np.concatenate([shards[0][step][0], shards[1][step][0]]), x)
         np.testing.assert_array_equal(np.concatenate([shards[0][step][1], shards[1][step][1]]), y)
@@ -159,7 +163,7 @@ def test_stored_splits_match_memory_and_stream(tmp_path, monkeypatch, fmt):
         np.testing.assert_array_equal(xe, images)
     else:
         with pytest.raises(MemoryError, match="no random access; convert it to HDF5"):
-            data.train_dataset(open_dataset(str(tmp_path / "raw")).split("train"), 2, 2, seed=0, epoch=0)
+            data.train_dataset(open_dataset(str(tmp_path / "raw")).split("train"), balanced(2, 2), seed=0, epoch=0)
 
 
 def test_variable_size_jpeg_needs_image_size(tmp_path):
@@ -175,7 +179,7 @@ def test_variable_size_jpeg_needs_image_size(tmp_path):
         data.eval_dataset(split, 2)
     with pytest.raises(ValueError, match="4 different sizes"):
         split.load()
-    x, y = next(iter(data.train_dataset(split, 2, 2, seed=0, epoch=0, augmentation="torch_imagenet",
+    x, y = next(iter(data.train_dataset(split, balanced(2, 2), seed=0, epoch=0, augmentation="torch_imagenet",
                                         preprocessing="torch_imagenet", image_size=6)))
     assert x.shape == (4, 6, 6, 3) and sorted(y.numpy().tolist()) == [0, 0, 1, 1]
 
@@ -185,7 +189,7 @@ def test_mirrored_replicas_each_get_whole_class_groups():
 
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     split = index_split()
-    ds = data.train_dataset(split, 4, 2, seed=5, epoch=0, preprocessing="raw", num_replicas=2)
+    ds = data.train_dataset(split, balanced(4, 2), seed=5, epoch=0, preprocessing="raw", num_replicas=2)
     global_batches = [(x.numpy(), y.numpy()) for x, y in ds]
     for (x, y), (gx, gy) in zip(strategy.experimental_distribute_dataset(ds), global_batches):
         xs, ys = strategy.experimental_local_results(x), strategy.experimental_local_results(y)

@@ -17,7 +17,7 @@ import config
 import raw_datasets as raw
 from dmltf import data, losses
 from dmltf.data.raw import cars196
-from dmltf.data.sampler import random_batches
+from dmltf.data.samplers.shuffled import random_batches
 from dmltf.methods.dvml import DVML, build_encoder
 from dmltf.training.experiment import build_trainer
 
@@ -159,7 +159,7 @@ def small_cfg(tmp_path, **overrides):
                 classes_per_batch=5, samples_per_class=4, epochs=2, max_steps_per_epoch=2, eval_every=0,
                 progress="none", export=False, logdir=str(tmp_path), tb_neighbours=0, tb_projector_points=0,
                 eval_metrics=["map@r"], optimizer="adam", lr=1e-3, weight_decay=0.0, loss="triplet",
-                miner="semi_hard", distance="squared_euclidean", loss_triplet_margin=1.0, dvml_samples=0,
+                miner="semi_hard", distance="squared_euclidean", loss_triplet_margin=1.0, dvml_num_samples=0,
                 dvml_decoder_units=16)
     base.update(overrides)
     return config.make(**base)
@@ -223,8 +223,7 @@ def test_random_batches_are_a_shuffle_of_the_epoch():
         random_batches(4, 5, seed=0, epoch=0)
     labels = np.array([3, 3, 5, 5, 5, 9, 9, 9, 9, 9])
     split = data.ArraySplit(np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(2, 1).repeat(2, 2), labels)
-    got = [(np.round(x.numpy()[:, 0, 0, 0] * 255), y.numpy()) for x, y in data.train_dataset(split, 3, 1, seed=0, epoch=0,
-                                                                               sampling="random")]
+    got = [(np.round(x.numpy()[:, 0, 0, 0] * 255), y.numpy()) for x, y in data.train_dataset(split, data.samplers.get("random", 3, 1), seed=0, epoch=0)]
     for (pixels, y), idx in zip(got, a):  # pixel value = row index (preprocessing "none" scales by 1/255)
         np.testing.assert_array_equal(pixels, idx)
         np.testing.assert_array_equal(y, np.searchsorted([3, 5, 9], labels[idx]))

@@ -43,7 +43,7 @@ def mirrored():
 def test_balanced_batches_give_each_replica_whole_class_groups():
     train, _ = builders.load_digits_splits("stratified")
     strategy = mirrored()
-    make = lambda shard: data.train_dataset(train, 4, 3, seed=1, epoch=0, num_replicas=2, shard=shard).take(2)
+    make = lambda shard: data.train_dataset(train, data.samplers.get("balanced", 4, 3), seed=1, epoch=0, num_replicas=2, shard=shard).take(2)
     expected = list(make(None))
     for (images, labels), (global_images, global_labels) in zip(distribute_batches(strategy, make, 12), expected):
         shares = strategy.experimental_local_results(labels)
@@ -82,6 +82,11 @@ def test_mirrored_two_devices_matches_one_device(tmp_path, loss, extra):
     assert moved > 1e-3  # training changed the weights
     for a, b in zip(weights(one), weights(two)):
         np.testing.assert_allclose(a, b, atol=2e-5, rtol=1e-4)
+    # The logged values are the global batch's on both (DVML's lambdas and phase included).
+    logged_one, logged_two = one.history[-1], two.history[-1]
+    assert set(logged_one) == set(logged_two) and "loss" in logged_one
+    for key, value in logged_one.items():
+        assert logged_two[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
 
 
 def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path):
@@ -108,7 +113,7 @@ def test_group_learning_rate_multiplier_moves_proxies_by_its_factor(tmp_path):
     trainer = build_trainer(cfg)
     groups = {g.name: g for g in trainer.groups}
     assert groups["loss"].base_lr == pytest.approx(0.01 * 100)  # Proxy-Anchor's reference multiplier
-    batch = next(iter(data.train_dataset(trainer.train_split, 10, 4, seed=0, epoch=0, preprocessing="none")))
+    batch = next(iter(data.train_dataset(trainer.train_split, data.samplers.get("balanced", 10, 4), seed=0, epoch=0, preprocessing="none")))
     with tf.GradientTape() as tape:
         loss = trainer.method.compute_losses(batch)["loss"]
     variables = [v for g in trainer.groups for v in g.group.variables]
@@ -234,7 +239,7 @@ def _one_sgd_step(tmp_path, **overrides):
     """(variables, their values before, the gradients of the first batch, the trainer) after one step."""
     cfg = small_cfg(tmp_path, loss="proxy_anchor", max_steps_per_epoch=1, freeze_bn=True, **overrides)
     trainer = build_trainer(cfg)
-    batch = next(iter(data.train_dataset(trainer.train_split, 10, 4, seed=0, epoch=0, preprocessing="none")))
+    batch = next(iter(data.train_dataset(trainer.train_split, data.samplers.get("balanced", 10, 4), seed=0, epoch=0, preprocessing="none")))
     variables = [v for g in trainer.groups for v in g.group.variables]
     with tf.GradientTape() as tape:
         loss = trainer.method.compute_losses(batch)["loss"]

@@ -21,7 +21,9 @@ def load_embedder():
     if bool(FLAGS.run) == bool(FLAGS.model):
         raise ValueError("give exactly one of --run or --model")
     if FLAGS.run:
-        return inference.from_run(FLAGS.run, FLAGS.which, FLAGS.batch_size)
+        import config
+
+        return inference.from_run(FLAGS.run, FLAGS.which, FLAGS.batch_size, defaults=vars(config.make()))
     return inference.from_export(FLAGS.model, FLAGS.batch_size), None
 
 

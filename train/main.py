@@ -22,8 +22,8 @@ def define_flags():
             flags.DEFINE_integer(name, default, help_text)
         elif isinstance(default, float):
             flags.DEFINE_float(name, default, help_text)
-        elif isinstance(default, list):
-            flags.DEFINE_list(name, default, help_text)
+        elif isinstance(default, (list, tuple)):  # config.make turns the strings back into numbers
+            flags.DEFINE_list(name, [str(v) for v in default], help_text)
         else:
             flags.DEFINE_string(name, default, help_text)
 

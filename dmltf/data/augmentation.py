@@ -33,29 +33,23 @@ import math
 
 import tensorflow as tf
 
-_REGISTRY = {}
+from dmltf.registry import Registry
 
 
-def register(name):
-    def wrap(cls):
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return wrap
+def _named(name, cls):
+    cls.name = name
+    return cls
 
 
-def names():
-    return sorted(_REGISTRY)
+AUGMENTATIONS = Registry("augmentation", on_register=_named)
+register, names = AUGMENTATIONS.register, AUGMENTATIONS.names
 
 
 def get(identifier, image_size=None):
     """A preset by name (or an Augmentation object, returned as is)."""
     if isinstance(identifier, Augmentation):
         return identifier
-    if identifier not in _REGISTRY:
-        raise ValueError(f"Unknown augmentation {identifier!r}; valid names: {', '.join(names())}")
-    return _REGISTRY[identifier](image_size)
+    return AUGMENTATIONS.lookup(identifier)(image_size)
 
 
 def _pair(size):

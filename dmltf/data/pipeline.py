@@ -1,10 +1,10 @@
-"""tf.data pipelines: class-balanced training batches and in-order evaluation batches.
+"""tf.data pipelines: training batches drawn by a sampler and in-order evaluation batches.
 
-``train_dataset`` yields exactly ``steps_per_epoch(split, P, K)`` global batches
-``(images float32 [P*K, h, w, C], labels int64 [P*K])`` for one epoch (epoch = N // (P*K)
-batches, at least 1; see ``sampler.py``). Class groups of K images are contiguous; labels are
+``train_dataset`` yields exactly ``sampler.steps_per_epoch(split)`` global batches
+``(images float32 [B, h, w, C], labels int64 [B])`` for one epoch, B the sampler's batch size,
+in the sampler's order (e.g. contiguous class groups of K; see ``samplers/``); labels are
 remapped to 0..C-1 in ``split.class_ids`` order (what proxy losses index by). Everything is a
-pure function of (seed, epoch): the sampler is seeded with [seed, epoch] and each image's
+pure function of (seed, epoch): the sampler draws from (seed, epoch) and each image's
 augmentation with a stateless seed folded from (seed, epoch) and its position in the epoch, so
 a resumed run sees the same batches and crops as an uninterrupted one.
 
@@ -20,8 +20,9 @@ Example:
     >>> import numpy as np
     >>> from dmltf import data
     >>> split = data.ArraySplit(np.zeros((12, 8, 8, 1), np.uint8), np.repeat([5, 6, 7], 4))
-    >>> ds = data.train_dataset(split, 3, 2, seed=0, epoch=0)
-    >>> data.steps_per_epoch(split, 3, 2), [tuple(t.shape) for t in next(iter(ds))]
+    >>> sampler = data.samplers.get("balanced", classes_per_batch=3, samples_per_class=2)
+    >>> ds = data.train_dataset(split, sampler, seed=0, epoch=0)
+    >>> len(list(ds)), [tuple(t.shape) for t in next(iter(ds))]
     (2, [(6, 8, 8, 1), (6,)])
 """
 import numpy as np
@@ -29,7 +30,6 @@ import tensorflow as tf
 
 from dmltf.data import augmentation as augmentations
 from dmltf.data import preprocessing as preprocessings
-from dmltf.data import sampler
 
 # libjpeg's accurate integer DCT: the same pixels as Pillow's default decoder.
 _DCT = "INTEGER_ACCURATE"
@@ -49,11 +49,6 @@ def decode_all(encoded, channels, what):
         raise ValueError(f"{what}: JPEG images have {len(shapes)} different sizes (e.g. {shapes[:3]}), so "
                          f"they cannot be stacked; use the tf.data pipeline with image_size instead")
     return np.stack(images)
-
-
-def steps_per_epoch(split, classes_per_batch, samples_per_class):
-    """Batches in one training epoch: ``max(1, split.num_examples // (P * K))``."""
-    return sampler.steps_per_epoch(split.num_examples, classes_per_batch, samples_per_class)
 
 
 class _Images:
@@ -87,44 +82,33 @@ class _Images:
         return self.preprocessing(images), labels  # on whole batches: one vectorised op
 
 
-def train_dataset(split, classes_per_batch, samples_per_class, *, seed, epoch, augmentation="none",
-                  preprocessing="none", image_size=None, num_replicas=1, shard=None, sampling="balanced"):
-    """One epoch of class-balanced global batches (see the module docstring).
+def train_dataset(split, sampler, *, seed, epoch, augmentation="none", preprocessing="none", image_size=None,
+                  num_replicas=1, shard=None):
+    """One epoch of global batches drawn by ``sampler`` (see the module docstring).
 
     Args:
         split: a ``Split`` (from ``open_dataset(...).split(name)``) or an ``ArraySplit``.
-        classes_per_batch: P, distinct classes per batch (<= split.num_classes).
-        samples_per_class: K, images per class per batch.
+        sampler: a ``dmltf.data.samplers`` sampler (it decides the batches and their number).
         seed, epoch: ints; the epoch's batches and augmentations depend only on them.
         augmentation: preset name (``augmentation.names()``) or object; ``train`` transforms.
         preprocessing: name (``preprocessing.names()``) or callable, applied after augmentation.
         image_size: overrides the preset's crop size (or resize size for ``none``).
-        num_replicas: P must be divisible by it, so each replica's contiguous share of a global
-            batch holds P / num_replicas whole class groups.
+        num_replicas: each replica's contiguous share of a global batch must hold whole
+            sampler groups (e.g. P / num_replicas class groups of K).
         shard: optional (index, count) to yield only the index-th contiguous share of each global
-            batch (P*K/count examples, same images and augmentations as in the full batch), for
-            per-worker input pipelines; P must be divisible by count.
-        sampling: ``balanced`` (P x K, above) or ``random`` (``sampler.random_batches`` of P * K
-            images: no class groups, so per-replica shares hold arbitrary classes).
+            batch (same images and augmentations as in the full batch), for per-worker input
+            pipelines; the share must hold whole sampler groups too.
     """
-    P, K = classes_per_batch, samples_per_class
     images = _Images(split, augmentation, preprocessing, image_size)
-    if sampling == "random":
-        batches = sampler.random_batches(split.num_examples, P * K, seed=seed, epoch=epoch)
-    elif sampling == "balanced":
-        sampler.check_pk(split.num_classes, P, K, num_replicas)
-        batches = sampler.balanced_batches(split.labels, P, K, seed=seed, epoch=epoch)
-    else:
-        raise ValueError(f"sampling must be balanced or random, got {sampling!r}")
+    sampler.check(split, num_replicas)
+    batches = sampler.batches(split, seed=seed, epoch=epoch)
     labels = np.searchsorted(split.class_ids, split.labels)[batches]
     positions = np.arange(batches.size, dtype=np.int64).reshape(batches.shape)
     if shard is not None:
         index, count = shard
-        if sampling == "balanced":
-            sampler.check_pk(split.num_classes, P, K, count)
-        elif P * K % count:
-            raise ValueError(f"a batch of {P * K} cannot be shared by {count} input pipelines")
-        share = slice(index * P * K // count, (index + 1) * P * K // count)
+        sampler.check(split, count)
+        size = batches.shape[1]
+        share = slice(index * size // count, (index + 1) * size // count)
         batches, labels, positions = batches[:, share], labels[:, share], positions[:, share]
     base_seed = tf.constant(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(2).astype(np.int64))
 

@@ -29,28 +29,17 @@ import functools
 
 from keras import ops
 
-_REGISTRY = {}
+from dmltf.registry import Registry
 
-
-def register(name):
-    def wrap(fn):
-        _REGISTRY[name] = fn
-        return fn
-
-    return wrap
-
-
-def names():
-    return sorted(_REGISTRY)
+PREPROCESSINGS = Registry("preprocessing")
+register, names = PREPROCESSINGS.register, PREPROCESSINGS.names
 
 
 def get(identifier, **kwargs):
     """A preprocessing function by name (kwargs such as ``means=`` are bound), or a callable."""
     if callable(identifier):
         return identifier
-    if identifier not in _REGISTRY:
-        raise ValueError(f"Unknown preprocessing {identifier!r}; valid names: {', '.join(names())}")
-    fn = functools.partial(_REGISTRY[identifier], **kwargs)
+    fn = functools.partial(PREPROCESSINGS.lookup(identifier), **kwargs)
     fn.name = identifier
     return fn
 

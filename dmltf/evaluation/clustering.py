@@ -21,6 +21,8 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 from sklearn.metrics.cluster import contingency_matrix
 
+from dmltf.registry import Registry
+
 KMEANS_BACKENDS = ("faiss", "sklearn")
 FAISS_KMEANS_ITERATIONS = 20
 
@@ -74,4 +76,6 @@ def f1(labels, clusters):
     return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
 
 
-METRICS = {"nmi": nmi, "ami": ami, "f1": f1}
+METRICS = Registry("clustering metric")
+for _name, _fn in (("nmi", nmi), ("ami", ami), ("f1", f1)):
+    METRICS.add(_name, _fn)

@@ -43,7 +43,7 @@ DEFAULT_METRICS = (
 
 def metric_names():
     """Valid metric names; ``recall@K`` stands for any integer K >= 1."""
-    return ("recall@K", *retrieval.METRICS, *clustering.METRICS)
+    return ("recall@K", *retrieval.METRICS.names(), *clustering.METRICS.names())
 
 
 def _check_metrics(metrics):
@@ -148,7 +148,7 @@ def evaluate(
         k = num_clusters or len(np.unique(query_codes))
         clusters = clustering.kmeans(queries, k, kmeans_backend, seed)
         for name in clustering_metrics:
-            results[name] = float(clustering.METRICS[name](query_codes, clusters))
+            results[name] = float(clustering.METRICS.lookup(name)(query_codes, clusters))
 
     results = {name: results[name] for name in metrics}
     results.update(num_queries=len(queries), num_lone_queries=int((~valid).sum()))

@@ -19,6 +19,8 @@ import re
 
 import numpy as np
 
+from dmltf.registry import Registry
+
 
 class RetrievalMetric:
     """A per-query metric and the number of neighbours it reads, given the largest R_q."""
@@ -49,15 +51,16 @@ def map_at_r(match, r):
     return (precision_at_i * (match & _within_r(match, r))).sum(axis=1) / r
 
 
-METRICS = {
-    "precision@1": RetrievalMetric(precision_at_1, lambda max_r: 1),
-    "r_precision": RetrievalMetric(r_precision, lambda max_r: max_r),
-    "map@r": RetrievalMetric(map_at_r, lambda max_r: max_r),
-}
+METRICS = Registry("retrieval metric")  # recall@K, parametrised by K, is resolved by get()
+METRICS.add("precision@1", RetrievalMetric(precision_at_1, lambda max_r: 1))
+METRICS.add("r_precision", RetrievalMetric(r_precision, lambda max_r: max_r))
+METRICS.add("map@r", RetrievalMetric(map_at_r, lambda max_r: max_r))
 RECALL_PATTERN = re.compile(r"recall@([1-9][0-9]*)")
 
 
 def get(name):
     """The :class:`RetrievalMetric` called ``name``, or None if it is not a retrieval metric."""
     recall = RECALL_PATTERN.fullmatch(name)
-    return recall_at(int(recall.group(1))) if recall else METRICS.get(name)
+    if recall:
+        return recall_at(int(recall.group(1)))
+    return METRICS.lookup(name) if name in METRICS else None

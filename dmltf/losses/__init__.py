@@ -11,30 +11,16 @@ Example:
 import keras
 
 from dmltf.losses.base import MetricLoss, PairLoss, ProxyLoss, reduce  # noqa: F401
-
-_REGISTRY = {}
-
-
-def register(name):
-    """Class decorator: registers a loss under ``name`` and with Keras serialization."""
-
-    def wrap(cls):
-        cls.registry_name = name
-        _REGISTRY[name] = keras.saving.register_keras_serializable(package="dmltf", name=name)(cls)
-        return cls
-
-    return wrap
+from dmltf.registry import Registry, import_submodules
 
 
-def names():
-    """Registered loss names."""
-    return sorted(_REGISTRY)
+def _serialisable(name, cls):
+    cls.registry_name = name
+    return keras.saving.register_keras_serializable(package="dmltf", name=name)(cls)
 
 
-def get_class(name):
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown loss {name!r}; valid names: {', '.join(names())}")
-    return _REGISTRY[name]
+LOSSES = Registry("loss", on_register=_serialisable)
+register, names, get_class = LOSSES.register, LOSSES.names, LOSSES.lookup
 
 
 def get(identifier, **kwargs):
@@ -46,30 +32,5 @@ def get(identifier, **kwargs):
     return get_class(identifier)(**kwargs)
 
 
-# Registration happens on import of each module.
-from dmltf.losses import (  # noqa: E402,F401
-    adapted_triplet,
-    angular,
-    arcface,
-    circle,
-    contrastive,
-    cosface,
-    eml,
-    generalized_lifted_structure,
-    histogram,
-    lifted_structure,
-    margin,
-    margin_sample_mining,
-    multi_similarity,
-    normalized_softmax,
-    npair,
-    proxy_anchor,
-    proxy_nca,
-    proxy_nca_pp,
-    quadruplet,
-    smooth_ap,
-    soft_triple,
-    softmax,
-    triplet,
-    xbm,
-)
+# Each module registers what it defines when imported; a new one needs no edit here.
+import_submodules(__name__, __path__)

@@ -9,6 +9,8 @@ first moment of the mined triplets to that of all triplets, with gradients (the 
 ``harxish/Facenet-TF`` computes its matching term in numpy, without gradient). Both means are
 computed without materialising T: sum_T phi = sum_a f(a) * (|P_a| sum_{n in N_a} f(n) -
 |N_a| sum_{p in P_a} f(p)). Replace this term once the paper's definition is verified.
+Sample weights: every triplet, mined or not, weighs w_a w_p w_n in the loss and in both means
+(|P_a|, |N_a| become the summed weights of a's positives and negatives).
 
 Example:
     >>> import numpy as np
@@ -21,9 +23,8 @@ Example:
 from keras import ops
 
 from dmltf.losses import register
-from dmltf.losses.base import reduce
+from dmltf.losses.base import reduce, safe_divide
 from dmltf.losses.triplet import TripletLoss
-from dmltf.miners.base import label_masks, to_triplets
 
 
 @register("adapted_triplet")
@@ -34,20 +35,21 @@ class AdaptedTripletLoss(TripletLoss):
         super().__init__(margin=margin, **kwargs)
         self.lambda_ = float(lambda_)
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
-        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
-        losses, weights = self.pair_loss(mat, mined, self.distance)
-        t = to_triplets(mined)
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source, weights)
+        losses, term_weights = self.pair_loss(mat, mined, self.distance, weights)
         b, r = ops.shape(mat)[0], ops.shape(mat)[1]
-        count = lambda rows, cols: ops.reshape(
-            ops.scatter(ops.expand_dims(rows * r + cols, 1), t.weight, (b * r,)), (b, r)
+        count = lambda cols: ops.reshape(
+            ops.scatter(ops.expand_dims(mined.anchor * r + cols, 1), mined.weight, (b * r,)), (b, r)
         )
-        mined_mean = _mean_phi(count(t.anchor, t.positive), count(t.anchor, t.negative), embeddings, ref_embeddings)
-        pos, neg = (ops.cast(m, "float32") for m in label_masks(labels, ref_labels, same_source))
+        mined_mean = _mean_phi(count(mined.positive), count(mined.negative), embeddings, ref_embeddings)
+        # Weighted |P_a|, |N_a| exclude w_a, which the pair counts bring in once.
+        ref_w, query_w = ops.expand_dims(weights.ref, 0), ops.expand_dims(weights.query, 1)
+        pos, neg = (ops.cast(m, "float32") * ref_w for m in weights.label_masks(labels, ref_labels, same_source))
         num_pos, num_neg = ops.sum(pos, axis=1, keepdims=True), ops.sum(neg, axis=1, keepdims=True)
-        all_mean = _mean_phi(pos * num_neg, neg * num_pos, embeddings, ref_embeddings)
+        all_mean = _mean_phi(query_w * pos * num_neg, query_w * neg * num_pos, embeddings, ref_embeddings)
         match = ops.sum(ops.square(mined_mean - all_mean))
-        return reduce(losses, weights, self.reduction) + self.lambda_ * match, None
+        return reduce(losses, term_weights, self.reduction) + self.lambda_ * match, None
 
     def get_config(self):
         return {**super().get_config(), "lambda_": self.lambda_}
@@ -56,4 +58,4 @@ class AdaptedTripletLoss(TripletLoss):
 def _mean_phi(pos_counts, neg_counts, embeddings, ref_embeddings):
     """Mean of f(a) * (f(n) - f(p)) over triplets given as [B, R] counts of their (a, p), (a, n) pairs."""
     total = ops.sum(embeddings * ops.matmul(neg_counts - pos_counts, ref_embeddings), axis=0)
-    return total / ops.maximum(ops.sum(pos_counts), 1.0)
+    return safe_divide(total, ops.sum(pos_counts))

@@ -5,6 +5,7 @@ pytorch-metric-learning ``AngularLoss``. For a positive pair (a, p) and the nega
 on L2-normalised embeddings (the default cosine distance normalises):
 ``log(1 + sum_n exp(4 tan^2(alpha) (x_a + x_p) . x_n - 2 (1 + tan^2(alpha)) x_a . x_p))``,
 averaged over the positive pairs whose anchor has a negative; ``alpha`` in degrees.
+Sample weights: the term of (a, p) weighs w_a w_p and each exponential inside it w_n.
 Memory is O(B * R^2) (every pair with every negative), like any all-triplets loss.
 
 Example:
@@ -33,8 +34,8 @@ class AngularLoss(PairLoss):
         super().__init__(**kwargs)
         self.alpha = float(alpha)
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
-        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source, weights)
         ref_mat = mat if same_source else self.distance.pairwise(ref_embeddings, ref_embeddings)
         pos, neg = pair_masks(mined, mat)
         sq_tan = math.tan(math.radians(self.alpha)) ** 2
@@ -43,9 +44,9 @@ class AngularLoss(PairLoss):
             1.0 + sq_tan
         ) * ops.expand_dims(mat, 2)
         negatives = ops.broadcast_to(ops.expand_dims(neg, 1), ops.shape(logits))
-        losses = log1p_sum_exp(logits, negatives, axis=2)
-        weights = ops.logical_and(pos, ops.any(neg, axis=1, keepdims=True))
-        return losses, ops.cast(weights, "float32")
+        losses = log1p_sum_exp(logits, negatives, axis=2, weights=ops.reshape(weights.ref, (1, 1, -1)))
+        used = ops.logical_and(pos, ops.any(neg, axis=1, keepdims=True))
+        return losses, ops.where(used, weights.pairs(), 0.0)
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha}

@@ -1,23 +1,40 @@
 """The loss contract: ``MetricLoss``, ``PairLoss`` (distance + miner + reduction) and ``ProxyLoss``.
 
 Every loss is a ``keras.layers.Layer`` called as
-``loss(labels, embeddings, ref_labels=None, ref_embeddings=None) -> scalar``.
+``loss(labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None) -> scalar``.
 Without references the batch is compared with itself and a sample is never its own
 positive; with references (cross-batch memory, a gathered global batch) the queries are
 compared with them as given.
 
+``sample_weight`` is a float vector [B] of non-negative weights of the queries; without
+references it is also the weight of the reference side (the batch itself), with references
+every reference has weight 1. A weight of 0 drops a sample from every pair, triplet and proxy
+term it is in, as anchor, positive, negative or reference, and from the miner's choices (the
+miner is given label masks without its pairs). Fractional weights scale each term by the
+product of the weights of the samples in it: a pair (i, j) by w_i w_j, a triplet by
+w_a w_p w_n, a sample's (proxy or class) term by w_i. The ``mean`` reduction divides by the
+summed term weights, ``mean_nonzero`` by the summed weights of the non-zero terms. Where a
+loss sums exponentials inside one term (a log-sum-exp over an anchor's pairs or a proxy's
+samples), each exponential is scaled by the weight of the sample it brings in and the term
+by the weights of the samples it is built around; each loss's docstring says how its terms
+are weighted. So with 0/1 weights ``loss(y, x, sample_weight=w)`` equals
+``loss(y[w == 1], x[w == 1])``, all-zero weights give exactly 0 with a zero gradient, and a
+zero-weight sample gets exactly zero gradient. ``sample_weight=None`` is weight 1 everywhere.
+
 Subclasses implement ``compute_loss`` and return ``(losses, weights)``: a vector of per-element
-terms and their 0/1 (or fractional) weights, which the reduction turns into a scalar. A loss
-that reduces in its own way returns ``(scalar, None)``. The math always runs in float32, also
-under a mixed-precision policy, and a batch without a valid element gives exactly 0.
+terms and their (sample-weighted) term weights, which the reduction turns into a scalar. A
+loss that reduces in its own way returns ``(scalar, None)``. The math always runs in float32,
+also under a mixed-precision policy, and a batch without a valid element gives exactly 0.
 """
+from typing import NamedTuple
+
 import keras
 import tensorflow as tf
 from keras import ops
 
 from dmltf import distances as distances_lib
 from dmltf import miners as miners_lib
-from dmltf.miners.base import label_masks
+from dmltf.miners.base import Triplets, label_masks, to_triplets
 
 REDUCTIONS = ("mean", "mean_nonzero", "sum")
 
@@ -37,22 +54,65 @@ def prepare_inputs(labels, embeddings, ref_labels=None, ref_embeddings=None):
     return labels, embeddings, ref_labels, ops.cast(ref_embeddings, "float32"), False
 
 
+class SampleWeights(NamedTuple):
+    """Float32 weights of the queries [B] and of the references [R] (see the module docstring)."""
+
+    query: object
+    ref: object
+
+    def pairs(self):
+        """[B, R]: the weight w_i w_j of each (query i, reference j) pair."""
+        return ops.expand_dims(self.query, 1) * ops.expand_dims(self.ref, 0)
+
+    def label_masks(self, labels, ref_labels, same_source):
+        """``label_masks`` without the pairs of a zero-weight sample: what miners and losses see."""
+        pos, neg = label_masks(labels, ref_labels, same_source)
+        kept = ops.logical_and(ops.expand_dims(self.query > 0, 1), ops.expand_dims(self.ref > 0, 0))
+        return ops.logical_and(pos, kept), ops.logical_and(neg, kept)
+
+    def weigh(self, mined):
+        """A miner's selection with each pair / triplet weight times its samples' weights."""
+        if isinstance(mined, Triplets):
+            samples = ops.take(self.query, mined.anchor) * ops.take(self.ref, mined.positive)
+            return mined._replace(weight=mined.weight * samples * ops.take(self.ref, mined.negative))
+        pair_weights = self.pairs()
+        return mined._replace(pos=mined.pos * pair_weights, neg=mined.neg * pair_weights)
+
+
+def prepare_weights(sample_weight, labels, ref_labels, same_source):
+    """The :class:`SampleWeights` of a call: 1 where not given, the batch's own without references."""
+    if sample_weight is None:
+        query = ops.ones(ops.shape(labels), "float32")
+    else:
+        query = ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
+    return SampleWeights(query, query if same_source else ops.ones(ops.shape(ref_labels), "float32"))
+
+
+def nonzero_or_one(count):
+    """count, or 1 where it is 0: the divisor of a weighted sum that may have no weight."""
+    return ops.where(count > 0, count, 1.0)
+
+
+def safe_divide(total, count):
+    """total / count, and total itself (0 for weighted sums) where count is 0."""
+    return total / nonzero_or_one(count)
+
+
 def reduce(losses, weights, reduction):
     """Weighted reduction that gives 0 (and a zero gradient) when nothing is weighted."""
-    return ops.sum(losses * weights) / reduction_count(losses, weights, reduction)
+    return safe_divide(ops.sum(losses * weights), reduction_count(losses, weights, reduction))
 
 
 def reduction_count(losses, weights, reduction):
-    """What ``reduce`` divides the weighted sum by (at least 1), for terms normalised alike."""
+    """What ``reduce`` divides the weighted sum by, for terms normalised alike: the summed
+    weights (of the non-zero terms for ``mean_nonzero``), or 1 for ``sum``."""
     if reduction == "sum":
         return 1.0
     if reduction == "mean":
-        count = ops.sum(weights)
-    elif reduction == "mean_nonzero":
-        count = ops.sum(ops.cast(losses * weights > 0, "float32"))
-    else:
-        raise ValueError(f"Unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
-    return ops.maximum(count, 1.0)
+        return ops.sum(weights)
+    if reduction == "mean_nonzero":
+        return ops.sum(ops.where(losses * weights > 0, weights, 0.0))
+    raise ValueError(f"Unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
 
 
 class MetricLoss(keras.layers.Layer):
@@ -74,16 +134,18 @@ class MetricLoss(keras.layers.Layer):
         if lr_multiplier is not None:
             self.lr_multiplier = float(lr_multiplier)
 
-    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None):
         labels, embeddings, ref_labels, ref_embeddings, same_source = prepare_inputs(
             labels, embeddings, ref_labels, ref_embeddings
         )
-        losses, weights = self.compute_loss(labels, embeddings, ref_labels, ref_embeddings, same_source)
-        if weights is None:
+        weights = prepare_weights(sample_weight, labels, ref_labels, same_source)
+        losses, term_weights = self.compute_loss(labels, embeddings, ref_labels, ref_embeddings, same_source, weights)
+        if term_weights is None:
             return losses
-        return reduce(losses, weights, self.reduction)
+        return reduce(losses, term_weights, self.reduction)
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+        """``weights`` is the call's :class:`SampleWeights`."""
         raise NotImplementedError
 
     def get_config(self):
@@ -96,14 +158,20 @@ class PairLoss(MetricLoss):
     """A loss on pairs or triplets of the batch: a distance, a miner and a reduction composed.
 
     Subclasses set ``default_distance`` / ``default_miner`` and implement
-    ``pair_loss(mat, mined, distance)`` where ``mat`` is the [B, R] distance matrix and
+    ``pair_loss(mat, mined, distance, weights)`` where ``mat`` is the [B, R] distance matrix,
     ``mined`` what the miner returned (:class:`~dmltf.miners.Pairs` or
-    :class:`~dmltf.miners.Triplets`; convert with ``to_pairs`` / ``to_triplets``).
+    :class:`~dmltf.miners.Triplets`; convert with ``to_pairs`` / ``to_triplets``) and
+    ``weights`` the :class:`SampleWeights`. The miner never sees a pair of a zero-weight
+    sample, and each selected pair / triplet's 0/1 weight comes multiplied by its samples'
+    weights (w_i w_j, w_a w_p w_n): losses on the selected tuples as terms need nothing more.
+    Losses on triplets set ``uses_triplets``: they get the selection as ``Triplets``, pairs
+    expanded before the weighting (expanding weighted pairs would count w_a twice).
     """
 
     default_distance = "euclidean"
     default_miner = "all"
     requires_similarity = False  # True for losses defined on similarities (cosine, dot) only
+    uses_triplets = False
 
     def __init__(self, distance=None, miner=None, **kwargs):
         super().__init__(**kwargs)
@@ -115,17 +183,19 @@ class PairLoss(MetricLoss):
                 f"not {self.distance.name!r}"
             )
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
-        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
-        return self.pair_loss(mat, mined, self.distance)
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source, weights)
+        return self.pair_loss(mat, mined, self.distance, weights)
 
-    def mine(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
-        """The [B, R] matrix and the miner's selection (for losses that also need the embeddings)."""
+    def mine(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+        """The [B, R] matrix and the miner's sample-weighted selection (for losses that also
+        need the embeddings)."""
         mat = self.distance.pairwise(embeddings, ref_embeddings)
-        pos, neg = label_masks(labels, ref_labels, same_source)
-        return mat, self.miner.mine_for_loss(mat, pos, neg, self.distance, embeddings, ref_embeddings)
+        pos, neg = weights.label_masks(labels, ref_labels, same_source)
+        mined = self.miner.mine_for_loss(mat, pos, neg, self.distance, embeddings, ref_embeddings)
+        return mat, weights.weigh(to_triplets(mined) if self.uses_triplets else mined)
 
-    def pair_loss(self, mat, mined, distance):
+    def pair_loss(self, mat, mined, distance, weights):
         raise NotImplementedError
 
     def get_config(self):
@@ -144,6 +214,8 @@ class ProxyLoss(MetricLoss):
 
     ``ortho_weight`` > 0 adds dml-tf's proxy orthogonality regulariser (``proxy_orthogonality``)
     on the rows of ``proxy_rows()``, times ``ortho_weight`` (dml-tf uses 0.1).
+    The regularisers involve no sample, so sample weights leave them as they are, except that
+    a batch given ``sample_weight`` all 0 gives 0 (it moves nothing, the proxies included).
     """
 
     lr_multiplier = 100.0
@@ -175,7 +247,7 @@ class ProxyLoss(MetricLoss):
             return 0.0
         return self.ortho_weight * proxy_orthogonality(self.proxy_rows())
 
-    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None):
         labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
         checks = [
             tf.debugging.assert_non_negative(labels, message="label below 0 given to a proxy loss"),
@@ -185,7 +257,10 @@ class ProxyLoss(MetricLoss):
         ]
         with tf.control_dependencies(checks):
             labels = tf.identity(labels)
-        return super().call(labels, embeddings) + self.regularization()
+        regularization = self.regularization()
+        if sample_weight is not None:
+            regularization = ops.where(ops.any(ops.reshape(sample_weight, (-1,)) > 0), regularization, 0.0)
+        return super().call(labels, embeddings, sample_weight=sample_weight) + regularization
 
     def get_config(self):
         config = super().get_config()
@@ -208,8 +283,18 @@ def proxy_orthogonality(proxies):
     return norms + off_diagonal / (2.0 * ops.maximum(count - 1.0, 1.0))
 
 
-def log_sum_exp(logits, mask, axis):
-    """log(sum_{mask} exp(logits)) along ``axis``, computed stably; 0 where the mask is empty."""
+def log_weights(logits, mask, weights):
+    """``logits + log(weights)`` and the mask without zero weights: sums of exp(logits) scaled by
+    ``weights`` (broadcastable to the logits), as the log-sum-exps below take them."""
+    weights = ops.broadcast_to(weights, ops.shape(logits))
+    positive = weights > 0
+    return logits + ops.log(ops.where(positive, weights, 1.0)), ops.logical_and(mask, positive)
+
+
+def log_sum_exp(logits, mask, axis, weights=None):
+    """log(sum_{mask} weights exp(logits)) along ``axis``, computed stably; 0 where the mask is empty."""
+    if weights is not None:
+        logits, mask = log_weights(logits, mask, weights)
     masked = ops.where(mask, logits, ops.full_like(logits, -1e30))
     any_valid = ops.any(mask, axis=axis)
     m = ops.where(any_valid, ops.max(masked, axis=axis), 0.0)
@@ -217,8 +302,10 @@ def log_sum_exp(logits, mask, axis):
     return ops.where(any_valid, m + ops.log(ops.where(any_valid, s, 1.0)), 0.0)
 
 
-def log1p_sum_exp(logits, mask, axis):
-    """log(1 + sum_{mask} exp(logits)) along ``axis``, computed stably; 0 where the mask is empty."""
+def log1p_sum_exp(logits, mask, axis, weights=None):
+    """log(1 + sum_{mask} weights exp(logits)) along ``axis``, computed stably; 0 where the mask is empty."""
+    if weights is not None:
+        logits, mask = log_weights(logits, mask, weights)
     neg_inf = ops.full_like(logits, -1e30)
     masked = ops.where(mask, logits, neg_inf)
     m = ops.maximum(ops.max(masked, axis=axis), 0.0)

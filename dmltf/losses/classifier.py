@@ -5,7 +5,8 @@ family (``proxy_nca``, ``proxy_nca_pp``) and ``soft_triple`` differ only in how 
 embeddings and the class weights into logits [B, C]. Per sample:
 ``log sum_{c in denominator} exp(logit_c) - logit_y``, where the denominator holds every class,
 or every class but y with ``exclude_positive`` (ProxyNCA as published). Classes absent from the
-batch stay in every denominator, as in all the references.
+batch stay in every denominator, as in all the references. Sample weights: each sample's
+term weighs w_i (the mean divides by the summed weights); the class weights are not weighted.
 """
 from keras import ops
 
@@ -26,10 +27,10 @@ class ClassifierLoss(ProxyLoss):
         """cos(x_i, p_c) [B, C] of the embeddings and the proxies."""
         return Cosine().pairwise(embeddings, ops.cast(self.proxies, "float32"))
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
         logits = self.logits(labels, embeddings)
         is_pos = ops.cast(ops.one_hot(labels, self.num_classes), "bool")
         denominator = ops.logical_not(is_pos) if self.exclude_positive else ops.ones_like(is_pos)
         positive = ops.sum(ops.where(is_pos, logits, 0.0), axis=1)
         losses = log_sum_exp(logits, denominator, axis=1) - positive
-        return losses, ops.ones_like(losses)
+        return losses, weights.query

@@ -7,6 +7,8 @@ similarity s: ``[pos_margin - s]_+`` and ``[s - neg_margin]_+``). ``squared=True
 both hinges, Hadsell et al.'s form (without its constant factor 1/2). The positive and the
 negative terms are reduced separately (default: mean over the non-zero terms) and added.
 A triplet miner's output gives one positive and one negative pair per triplet.
+Sample weights: a pair (i, j) weighs w_i w_j; a pair taken from a mined triplet carries the
+triplet's weight w_a w_p w_n (the tuple the miner chose).
 
 Example:
     >>> import numpy as np
@@ -33,7 +35,7 @@ class ContrastiveLoss(PairLoss):
         self.neg_margin = float(neg_margin)
         self.squared = bool(squared)
 
-    def pair_loss(self, mat, mined, distance):
+    def pair_loss(self, mat, mined, distance, weights):
         (pos_d, pos_w, _), (neg_d, neg_w, _) = pair_lists(mat, mined)
         pos_term = ops.relu(distance.margin(self.pos_margin, pos_d))
         neg_term = ops.relu(distance.margin(neg_d, self.neg_margin))

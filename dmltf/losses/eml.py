@@ -9,7 +9,8 @@ negative. Evaluated as ``softplus(log beta + log x_i)`` with masked log-sum-exps
 formula itself without overflow. Deviation: Paddle evaluates it piecewise around a bias
 ``max_j D_ij - min_k D_ik`` of 20 (below: the formula minus ``log(1 + e^-20 / (beta theta)) /
 log(1 + beta)``; above: the asymptote ``(log x + log beta) / log(1 + beta)``); those small
-differences are not reproduced.
+differences are not reproduced. Sample weights: an anchor's term weighs w_i and both means
+are weighted by the other sample's weight (w_j, w_k).
 
 Example:
     >>> import numpy as np
@@ -23,7 +24,7 @@ import math
 from keras import ops
 
 from dmltf.losses import register
-from dmltf.losses.base import PairLoss, log_sum_exp
+from dmltf.losses.base import PairLoss, log_sum_exp, nonzero_or_one
 from dmltf.miners.base import as_distance, pair_masks
 
 
@@ -35,14 +36,16 @@ class EMLLoss(PairLoss):
         super().__init__(**kwargs)
         self.beta = float(beta)
 
-    def pair_loss(self, mat, mined, distance):
+    def pair_loss(self, mat, mined, distance, weights):
         pos, neg = pair_masks(mined, mat)
         d = as_distance(mat, distance)
-        log_count = lambda mask: ops.log(ops.maximum(ops.sum(ops.cast(mask, "float32"), axis=1), 1.0))
-        log_x = log_sum_exp(d, pos, axis=1) - log_count(pos) + log_sum_exp(-d, neg, axis=1) - log_count(neg)
+        ref_w = ops.expand_dims(weights.ref, 0)
+        log_sum = lambda values, mask: log_sum_exp(values, mask, axis=1, weights=ref_w)
+        log_count = lambda mask: ops.log(nonzero_or_one(ops.sum(ops.where(mask, ref_w, 0.0), axis=1)))
+        log_x = log_sum(d, pos) - log_count(pos) + log_sum(-d, neg) - log_count(neg)
         losses = ops.softplus(math.log(self.beta) + log_x) / math.log1p(self.beta)
         has_both = ops.logical_and(ops.any(pos, axis=1), ops.any(neg, axis=1))
-        return ops.where(has_both, losses, 0.0), ops.cast(has_both, "float32")
+        return ops.where(has_both, losses, 0.0), ops.where(has_both, weights.query, 0.0)
 
     def get_config(self):
         return {**super().get_config(), "beta": self.beta}

@@ -9,7 +9,8 @@ the loss is ``sum_r h-_r * cumsum(h+)_r``, the probability that a random negativ
 more similar than a random positive one. Cosine similarity by default (the paper's
 L2-normalised inner products). A batch without positive or negative pairs gives 0.
 Each unordered pair appears twice among the ordered pairs used here, which leaves the
-normalised histograms unchanged.
+normalised histograms unchanged. Sample weights: a pair (i, j) adds w_i w_j to its histogram
+(each histogram is normalised by its summed pair weights).
 
 Example:
     >>> import numpy as np
@@ -22,8 +23,8 @@ Example:
 from keras import ops
 
 from dmltf.losses import register
-from dmltf.losses.base import PairLoss
-from dmltf.miners.base import to_pairs
+from dmltf.losses.base import PairLoss, safe_divide
+from dmltf.miners.base import pair_masks
 
 
 @register("histogram")
@@ -37,18 +38,19 @@ class HistogramLoss(PairLoss):
             raise ValueError(f"histogram loss: num_steps must be >= 2, got {num_steps}")
         self.num_steps = int(num_steps)
 
-    def pair_loss(self, mat, mined, distance):
-        pairs = to_pairs(mined, ops.shape(mat)[0], ops.shape(mat)[1])
+    def pair_loss(self, mat, mined, distance, weights):
+        pos, neg = pair_masks(mined, mat)
+        pair_w = weights.pairs()
         delta = 2.0 / (self.num_steps - 1)
         nodes = ops.linspace(-1.0, 1.0, self.num_steps)
         spread = ops.relu(1.0 - ops.abs(ops.reshape(mat, (-1, 1)) - nodes) / delta)  # [B * R, num_steps]
 
-        def histogram(weights):
-            w = ops.reshape(weights, (-1, 1))
-            return ops.sum(spread * w, axis=0) / ops.maximum(ops.sum(w), 1.0)
+        def histogram(mask):
+            w = ops.reshape(ops.where(mask, pair_w, 0.0), (-1, 1))
+            return safe_divide(ops.sum(spread * w, axis=0), ops.sum(w))
 
-        loss = ops.sum(histogram(pairs.neg) * ops.cumsum(histogram(pairs.pos)))
-        valid = ops.logical_and(ops.any(pairs.pos > 0), ops.any(pairs.neg > 0))
+        loss = ops.sum(histogram(neg) * ops.cumsum(histogram(pos)))
+        valid = ops.logical_and(ops.any(pos), ops.any(neg))
         return ops.where(valid, loss, 0.0), None
 
     def get_config(self):

@@ -7,6 +7,8 @@ import math
 
 import keras
 
+from dmltf.registry import Registry
+
 
 @keras.saving.register_keras_serializable(package="dmltf")
 class TorchKaiming(keras.initializers.Initializer):
@@ -27,7 +29,8 @@ class TorchKaiming(keras.initializers.Initializer):
         return {"mode": self.mode, "distribution": self.distribution, "a": self.a, "seed": self.seed}
 
 
-_REGISTRY = {
+INITIALIZERS = Registry("initializer")
+for _name, _make in {
     "normal": lambda: keras.initializers.RandomNormal(stddev=1.0),
     # Proxy-Anchor: randn then kaiming_normal_(mode='fan_out').
     "kaiming_normal": lambda: TorchKaiming(mode="fan_out", distribution="normal"),
@@ -38,16 +41,12 @@ _REGISTRY = {
     "xavier_uniform": lambda: keras.initializers.GlorotUniform(),
     # ProxyNCA++ / dichotomies proxy-nca: randn(C, D) / 8.
     "normal_div8": lambda: keras.initializers.RandomNormal(stddev=0.125),
-}
-
-
-def names():
-    return sorted(_REGISTRY)
+}.items():
+    INITIALIZERS.add(_name, _make)
+names = INITIALIZERS.names
 
 
 def get(identifier):
     if not isinstance(identifier, str):
         return identifier
-    if identifier not in _REGISTRY:
-        raise ValueError(f"Unknown initializer {identifier!r}; valid names: {', '.join(names())}")
-    return _REGISTRY[identifier]()
+    return INITIALIZERS.lookup(identifier)()

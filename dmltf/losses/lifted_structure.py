@@ -11,6 +11,7 @@ pair without any negative adds 0 but is counted, as in TF-contrib.
 With references, i is a query and j a reference: j's negatives are taken among the queries
 (column j of the [B, R] matrix), which is TF-contrib's form when the references are the batch
 and needs no [R, R] matrix. Deviation: a batch without positive pairs gives 0 (TF-contrib: NaN).
+Sample weights: J_ij weighs w_i w_j and each exponential inside it w_k or w_l.
 
 Example:
     >>> import numpy as np
@@ -33,18 +34,20 @@ class LiftedStructureLoss(PairLoss):
         super().__init__(**kwargs)
         self.margin = float(margin)
 
-    def pair_loss(self, mat, mined, distance):
+    def pair_loss(self, mat, mined, distance, weights):
         b, r = ops.shape(mat)[0], ops.shape(mat)[1]
         pos, neg = pair_masks(mined, mat)
         neg_logits = distance.margin(mat, self.margin)  # margin - D
-        query_side = ops.broadcast_to(ops.expand_dims(log_sum_exp(neg_logits, neg, axis=1), 1), (b, r))
-        ref_side = ops.broadcast_to(ops.expand_dims(log_sum_exp(neg_logits, neg, axis=0), 0), (b, r))
+        query_lse = log_sum_exp(neg_logits, neg, axis=1, weights=ops.expand_dims(weights.ref, 0))
+        ref_lse = log_sum_exp(neg_logits, neg, axis=0, weights=ops.expand_dims(weights.query, 1))
+        query_side = ops.broadcast_to(ops.expand_dims(query_lse, 1), (b, r))
+        ref_side = ops.broadcast_to(ops.expand_dims(ref_lse, 0), (b, r))
         query_has = ops.broadcast_to(ops.any(neg, axis=1, keepdims=True), (b, r))
         ref_has = ops.broadcast_to(ops.any(neg, axis=0, keepdims=True), (b, r))
         both_sides = log_sum_exp(ops.stack([query_side, ref_side], -1), ops.stack([query_has, ref_has], -1), axis=-1)
         j = both_sides + as_distance(mat, distance)
         losses = ops.where(ops.logical_or(query_has, ref_has), 0.5 * ops.square(ops.relu(j)), 0.0)
-        return losses, ops.cast(pos, "float32")
+        return losses, ops.where(pos, weights.pairs(), 0.0)
 
     def get_config(self):
         return {**super().get_config(), "margin": self.margin}

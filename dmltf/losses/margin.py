@@ -6,7 +6,8 @@ Per pair: positive ``[d_ap - beta + margin]_+``, negative ``[beta - d_an + margi
 the sum over pairs plus ``nu * sum(beta)`` (one beta per positive pair: per triplet for a
 triplet miner, the anchor's class beta) is divided by the number of non-zero pair terms
 (``reduction="mean_nonzero"``, the reference's ``pair_count``). The default miner is the
-paper's distance-weighted sampling (which assumes L2-normalised embeddings).
+paper's distance-weighted sampling (which assumes L2-normalised embeddings). Sample weights:
+a pair (i, j) and its beta weigh w_i w_j, a pair from a mined triplet the triplet's w_a w_p w_n.
 
 ``learn_beta=True`` makes beta a trainable weight ``beta`` of shape [num_classes] (one per
 class, labels must lie in [0, num_classes)) or [1] when ``num_classes`` is None. Its learning
@@ -25,7 +26,7 @@ import keras
 from keras import ops
 
 from dmltf.losses import register
-from dmltf.losses.base import PairLoss, reduction_count
+from dmltf.losses.base import PairLoss, reduction_count, safe_divide
 from dmltf.miners.base import pair_lists
 
 
@@ -50,16 +51,16 @@ class MarginLoss(PairLoss):
                 trainable=True,
             )
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
-        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source, weights)
         (pos_d, pos_w, pos_rows), (neg_d, neg_w, neg_rows) = pair_lists(mat, mined)
         pos_beta, neg_beta = self._beta(labels, pos_rows), self._beta(labels, neg_rows)
         pos_term = ops.relu(self.margin + self.distance.margin(pos_beta, pos_d))
         neg_term = ops.relu(self.margin + self.distance.margin(neg_d, neg_beta))
         terms = ops.concatenate([pos_term, neg_term])
-        weights = ops.concatenate([pos_w, neg_w])
-        total = ops.sum(terms * weights) + self.nu * ops.sum(pos_beta * pos_w)
-        return total / reduction_count(terms, weights, self.reduction), None
+        term_weights = ops.concatenate([pos_w, neg_w])
+        total = ops.sum(terms * term_weights) + self.nu * ops.sum(pos_beta * pos_w)
+        return safe_divide(total, reduction_count(terms, term_weights, self.reduction)), None
 
     def _beta(self, labels, rows):
         if not self.learn_beta:

@@ -7,7 +7,8 @@ Metric Learning" (official ``MalongTech/research-ms-loss``,
 over the mined pairs (default: the multi-similarity miner, epsilon 0.1). As in the official
 code an anchor without a mined positive or negative adds 0, and the sum is divided by the
 number of anchors. Defaults alpha=2, beta=50, base=0.5 are the official ones (Proxy-Anchor's
-baselines); Revisiting-DML uses beta=40, base=0.5.
+baselines); Revisiting-DML uses beta=40, base=0.5. Sample weights: an anchor's term weighs
+w_a (the mean divides by the summed anchor weights), each exponential inside it w_p or w_n.
 
 Example:
     >>> import numpy as np
@@ -36,13 +37,13 @@ class MultiSimilarityLoss(PairLoss):
         self.beta = float(beta)
         self.base = float(base)
 
-    def pair_loss(self, mat, mined, distance):
-        b = ops.shape(mat)[0]
+    def pair_loss(self, mat, mined, distance, weights):
         pos, neg = pair_masks(mined, mat)
-        pos_term = log1p_sum_exp(-self.alpha * (mat - self.base), pos, axis=1) / self.alpha
-        neg_term = log1p_sum_exp(self.beta * (mat - self.base), neg, axis=1) / self.beta
+        ref_w = ops.expand_dims(weights.ref, 0)
+        pos_term = log1p_sum_exp(-self.alpha * (mat - self.base), pos, axis=1, weights=ref_w) / self.alpha
+        neg_term = log1p_sum_exp(self.beta * (mat - self.base), neg, axis=1, weights=ref_w) / self.beta
         has_both = ops.logical_and(ops.any(pos, axis=1), ops.any(neg, axis=1))
-        return ops.where(has_both, pos_term + neg_term, 0.0), ops.ones((b,))
+        return ops.where(has_both, pos_term + neg_term, 0.0), weights.query
 
     def get_config(self):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta, "base": self.base}

@@ -16,6 +16,11 @@ uses log-sum-exp without the 1 and subtracts the positive term:
 (an empty set gives 0; the positive sum is divided by the number of positive pairs, B). dml-tf's
 config uses alpha 64 and ``HeNormal`` proxies (std sqrt(2/C), as ``kaiming_normal`` here, untruncated).
 
+Sample weights: the terms belong to proxies, so they stay averaged over proxies (1/|P+|,
+1/C); inside each proxy's sums the exponential of sample x weighs w_x, and a proxy is in P+
+only through positives of weight > 0. In ``dml_tf`` the positive sum is divided by the summed
+sample weights (its B).
+
 Example:
     >>> import numpy as np
     >>> from dmltf.losses import get
@@ -28,7 +33,7 @@ from keras import ops
 
 from dmltf.distances import Cosine
 from dmltf.losses import register
-from dmltf.losses.base import ProxyLoss, log1p_sum_exp, log_sum_exp
+from dmltf.losses.base import ProxyLoss, log1p_sum_exp, log_sum_exp, safe_divide
 
 VARIANTS = ("official", "dml_tf")
 
@@ -45,17 +50,19 @@ class ProxyAnchorLoss(ProxyLoss):
         self.margin = float(margin)
         self.variant = variant
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
         cos = Cosine().pairwise(embeddings, ops.cast(self.proxies, "float32"))  # [B, C]
         is_pos = ops.cast(ops.one_hot(labels, self.num_classes), "bool")
+        is_neg = ops.logical_not(is_pos)
+        sample_w = ops.expand_dims(weights.query, 1)
         if self.variant == "dml_tf":
-            pos = ops.sum(log_sum_exp(self.alpha * (cos - self.margin), is_pos, axis=0))
-            neg = ops.mean(log_sum_exp(self.alpha * (cos + self.margin), ops.logical_not(is_pos), axis=0))
-            return neg - pos / ops.sum(ops.cast(is_pos, "float32")), None
-        pos_term = log1p_sum_exp(-self.alpha * (cos - self.margin), is_pos, axis=0)  # [C]
-        neg_term = log1p_sum_exp(self.alpha * (cos + self.margin), ops.logical_not(is_pos), axis=0)
-        has_pos = ops.cast(ops.any(is_pos, axis=0), "float32")
-        pos = ops.sum(pos_term * has_pos) / ops.maximum(ops.sum(has_pos), 1.0)
+            pos = ops.sum(log_sum_exp(self.alpha * (cos - self.margin), is_pos, axis=0, weights=sample_w))
+            neg = ops.mean(log_sum_exp(self.alpha * (cos + self.margin), is_neg, axis=0, weights=sample_w))
+            return neg - safe_divide(pos, ops.sum(weights.query)), None
+        pos_term = log1p_sum_exp(-self.alpha * (cos - self.margin), is_pos, axis=0, weights=sample_w)  # [C]
+        neg_term = log1p_sum_exp(self.alpha * (cos + self.margin), is_neg, axis=0, weights=sample_w)
+        has_pos = ops.cast(ops.any(ops.logical_and(is_pos, sample_w > 0), axis=0), "float32")
+        pos = safe_divide(ops.sum(pos_term * has_pos), ops.sum(has_pos))
         return pos + ops.mean(neg_term), None
 
     def get_config(self):

@@ -57,9 +57,11 @@ class ProxyNCALoss(ClassifierLoss):
     def logits(self, labels, embeddings):
         return negative_scaled_distances(embeddings, self.proxies, self.embedding_scale, self.proxy_scale)
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
-        losses, weights = super().compute_loss(labels, embeddings, ref_labels, ref_embeddings, same_source)
-        return (ops.maximum(losses, 0.0) if self.hinge else losses), weights
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+        losses, term_weights = super().compute_loss(
+            labels, embeddings, ref_labels, ref_embeddings, same_source, weights
+        )
+        return (ops.maximum(losses, 0.0) if self.hinge else losses), term_weights
 
     def get_config(self):
         return {

@@ -12,6 +12,8 @@ is averaged over every valid fourth sample (the expectation of that draw: determ
 lower-variance). The reference's fourth sample is any index other than the negative's, even of
 a's or n's class; ``fourth_any_other_index=True`` reproduces that choice.
 Memory: O(T * R) for T mined triplets (the fourth-sample distances).
+Sample weights: a triplet weighs w_a w_p w_n in both terms; the mean over fourth samples l
+weighs each by w_l (so the quadruplet (a, p, n, l) weighs w_a w_p w_n w_l within its triplet).
 
 Example:
     >>> import numpy as np
@@ -24,13 +26,14 @@ Example:
 from keras import ops
 
 from dmltf.losses import register
-from dmltf.losses.base import PairLoss, reduce
-from dmltf.miners.base import gather_pairs, to_triplets
+from dmltf.losses.base import PairLoss, reduce, safe_divide
+from dmltf.miners.base import gather_pairs
 
 
 @register("quadruplet")
 class QuadrupletLoss(PairLoss):
     default_miner = "semi_hard"
+    uses_triplets = True
 
     def __init__(self, triplet_margin=0.2, quadruplet_margin=0.2, fourth_any_other_index=False, **kwargs):
         super().__init__(**kwargs)
@@ -38,17 +41,17 @@ class QuadrupletLoss(PairLoss):
         self.quadruplet_margin = float(quadruplet_margin)
         self.fourth_any_other_index = bool(fourth_any_other_index)
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
-        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
-        t = to_triplets(mined)
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+        mat, t = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source, weights)
         ap = gather_pairs(mat, t.anchor, t.positive)
         an = gather_pairs(mat, t.anchor, t.negative)
         triplet = ops.relu(self.triplet_margin - self.distance.margin(ap, an))
         nl = self.distance.pairwise(ops.take(ref_embeddings, t.negative, axis=0), ref_embeddings)  # [T, R]
         fourth = self._fourth_mask(t, labels, ref_labels, ops.shape(ref_labels)[0])
+        fourth_w = ops.where(fourth, ops.expand_dims(weights.ref, 0), 0.0)  # [T, R]
         quad = ops.relu(self.quadruplet_margin - self.distance.margin(ops.expand_dims(ap, 1), nl))
-        count = ops.sum(ops.cast(fourth, "float32"), axis=1)
-        quad_mean = ops.sum(ops.where(fourth, quad, 0.0), axis=1) / ops.maximum(count, 1.0)
+        count = ops.sum(fourth_w, axis=1)
+        quad_mean = safe_divide(ops.sum(fourth_w * quad, axis=1), count)
         quad_weight = t.weight * ops.cast(count > 0, "float32")
         return reduce(triplet, t.weight, self.reduction) + reduce(quad_mean, quad_weight, self.reduction), None
 

@@ -10,7 +10,8 @@ with similarities S and ``sg(x) = sigmoid(clip(x / tau, -50, 50))``:
 As in the reference, when the references are the batch the query itself is one of the items
 and one of its own positives. Queries without another positive are left out (a batch
 without positive pairs gives 0). Items are the pairs the miner keeps (default: all).
-Memory is O(B * R^2).
+Memory is O(B * R^2). Sample weights: a query's term weighs w_q; an item j counts w_j in the
+ranks (the item being ranked counts 1) and the mean over positive items weighs each by w_i.
 
 Deviation: LM-Metric scales each item's all-items rank by a learned weight; that belongs to
 its method (``dmltf.methods``), not to this loss.
@@ -25,7 +26,7 @@ Example:
 from keras import ops
 
 from dmltf.losses import register
-from dmltf.losses.base import PairLoss
+from dmltf.losses.base import PairLoss, safe_divide
 from dmltf.miners.base import pair_masks
 
 
@@ -38,8 +39,8 @@ class SmoothAPLoss(PairLoss):
         super().__init__(**kwargs)
         self.tau = float(tau)
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source):
-        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source)
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+        mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source, weights)
         b, r = ops.shape(mat)[0], ops.shape(mat)[1]
         pos, neg = pair_masks(mined, mat)
         items = ops.logical_or(pos, neg)
@@ -50,11 +51,12 @@ class SmoothAPLoss(PairLoss):
         # above[q, i, j] = sg(S_qj - S_qi) for j != i: item j ranks above item i.
         diff = ops.expand_dims(mat, 1) - ops.expand_dims(mat, 2)
         above = ops.sigmoid(ops.clip(diff / self.tau, -50.0, 50.0)) * (1.0 - ops.eye(r))
-        rank_all = 1.0 + ops.sum(above * ops.expand_dims(ops.cast(items, "float32"), 1), axis=2)
-        rank_pos = 1.0 + ops.sum(above * ops.expand_dims(ops.cast(pos, "float32"), 1), axis=2)
-        pos_w = ops.cast(pos, "float32")
-        ap = ops.sum(pos_w * rank_pos / rank_all, axis=1) / ops.maximum(ops.sum(pos_w, axis=1), 1.0)
-        return ops.where(has_pos, 1.0 - ap, 0.0), ops.cast(has_pos, "float32")
+        item_w = ops.expand_dims(weights.ref, 0)
+        items_w, pos_w = ops.where(items, item_w, 0.0), ops.where(pos, item_w, 0.0)
+        rank_all = 1.0 + ops.sum(above * ops.expand_dims(items_w, 1), axis=2)
+        rank_pos = 1.0 + ops.sum(above * ops.expand_dims(pos_w, 1), axis=2)
+        ap = safe_divide(ops.sum(pos_w * rank_pos / rank_all, axis=1), ops.sum(pos_w, axis=1))
+        return ops.where(has_pos, 1.0 - ap, 0.0), ops.where(has_pos, weights.query, 0.0)
 
     def get_config(self):
         return {**super().get_config(), "tau": self.tau}

@@ -22,6 +22,11 @@ instead computes a single loss of the batch against memory + batch, without warm
 When references are given (a gathered global batch under a distribution strategy), the
 first term compares the batch with them and they are what is enqueued.
 
+Sample weights weigh the queries in both terms (passed on to the wrapped loss); the memory's
+rows weigh 1. Without references the batch's zero-weight samples are not enqueued, so with
+0/1 weights the memory, like the loss, is that of the kept samples; with references those
+are what is enqueued, all of them (their weights are not known here).
+
 Works inside ``tf.function`` (the memory is read at its current fill, a dynamic shape).
 The variables are created on the first call, from the embedding dimension.
 
@@ -39,7 +44,7 @@ from keras import ops
 
 from dmltf import losses as losses_lib
 from dmltf.losses import register
-from dmltf.losses.base import MetricLoss, ProxyLoss, prepare_inputs
+from dmltf.losses.base import MetricLoss, ProxyLoss, prepare_inputs, prepare_weights
 
 
 @register("xbm")
@@ -73,44 +78,55 @@ class CrossBatchMemory(MetricLoss):
         self.memory_embeddings = self._state("memory_embeddings", (self.memory_size, embeddings_shape[-1]), "float32")
         self.built = True
 
-    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None):
         labels, embeddings, ref_labels, ref_embeddings, same_source = prepare_inputs(
             labels, embeddings, ref_labels, ref_embeddings
         )
+        weights = prepare_weights(sample_weight, labels, ref_labels, same_source)
         if same_source:
-            batch_loss = self.loss(labels, embeddings)
+            batch_loss = self.loss(labels, embeddings, sample_weight=sample_weight)
         else:
-            batch_loss = self.loss(labels, embeddings, ref_labels, ref_embeddings)
+            batch_loss = self.loss(labels, embeddings, ref_labels, ref_embeddings, sample_weight=sample_weight)
         use_memory = self.step >= self.warmup_steps
 
         def memory_loss():
             n = self.memory_filled.value
             mem_labels = ops.stop_gradient(self.memory_labels.value[:n])
             mem_embeddings = ops.stop_gradient(self.memory_embeddings.value[:n])
-            return self.loss(labels, embeddings, mem_labels, mem_embeddings)
+            return self.loss(labels, embeddings, mem_labels, mem_embeddings, sample_weight=sample_weight)
 
         memory_term = ops.cond(
             ops.logical_and(use_memory, self.memory_filled > 0), memory_loss, lambda: ops.zeros(())
         )
         # Enqueue only after the memory term has read the memory (program order inside tf.function).
-        self._enqueue(ref_labels, ops.stop_gradient(ref_embeddings), use_memory)
+        self._enqueue(ref_labels, ops.stop_gradient(ref_embeddings), weights.ref > 0, use_memory)
         self.step.assign_add(ops.ones((), "int64"))
         return batch_loss + self.memory_weight * memory_term
 
-    def _enqueue(self, labels, embeddings, active):
-        """Write the batch into the queue where ``active``; the assignments themselves are
-        unconditional, since under a tf.distribute strategy they synchronise replicas, which
-        cannot happen inside a cond."""
-        labels, embeddings = labels[-self.memory_size :], embeddings[-self.memory_size :]
-        count = ops.shape(labels)[0]
-        rows = ops.expand_dims((self.memory_pointer + ops.arange(count, dtype="int32")) % self.memory_size, 1)
+    def _enqueue(self, labels, embeddings, kept, active):
+        """Write the ``kept`` rows of the batch into the queue in order (of more than it holds,
+        the last ones) where ``active``. The assignments themselves are unconditional, since
+        under a tf.distribute strategy they synchronise replicas, which cannot happen inside a
+        cond; rows not written go to a scratch row past the end that is dropped, since how many
+        rows are kept is only known at run time."""
+        size = self.memory_size
+        kept = ops.cast(kept, "int32")
+        count = ops.sum(kept)
+        skipped = ops.maximum(count - size, 0)
+        position = ops.cumsum(kept) - kept - skipped  # among the rows written
+        written = ops.logical_and(kept > 0, position >= 0)
+        rows = ops.expand_dims(ops.where(written, (self.memory_pointer + position) % size, size), 1)
+        stored = count - skipped
         keep = lambda new, old: ops.where(active, new, old)  # noqa: E731
-        memory = self.memory_embeddings.value
-        self.memory_embeddings.assign(keep(ops.scatter_update(memory, rows, embeddings), memory))
-        self.memory_labels.assign(keep(ops.scatter_update(self.memory_labels.value, rows, labels),
-                                       self.memory_labels.value))
-        self.memory_pointer.assign(keep((self.memory_pointer + count) % self.memory_size, self.memory_pointer))
-        self.memory_filled.assign(keep(ops.minimum(self.memory_filled + count, self.memory_size), self.memory_filled))
+
+        def write(memory, values):
+            with_scratch = ops.concatenate([memory, ops.zeros_like(memory[:1])])
+            return keep(ops.scatter_update(with_scratch, rows, values)[:size], memory)
+
+        self.memory_embeddings.assign(write(self.memory_embeddings.value, embeddings))
+        self.memory_labels.assign(write(self.memory_labels.value, labels))
+        self.memory_pointer.assign(keep((self.memory_pointer + stored) % size, self.memory_pointer))
+        self.memory_filled.assign(keep(ops.minimum(self.memory_filled + stored, size), self.memory_filled))
 
     def get_config(self):
         return {

@@ -1,26 +1,27 @@
 """Methods: whole training systems behind one contract (``Method``), resolved by name.
 
-``get(name)`` returns the builder registered for a method; builders take the parsed flag
-values (``config.Config``) and the dataset description and return a ``Method``.
+Each method module registers its class on import (``@methods.register("name")``); this
+package imports them all, so ``names()`` is complete after ``import dmltf.methods``. How a
+registered method is built from the command line is in ``dmltf/methods/base.py``.
+
+Example:
+    >>> from dmltf import methods
+    >>> {"dvml", "metric_learner"} <= set(methods.names())
+    True
 """
-from dmltf.methods.base import MetricLearner, Method, OptimizerGroup, gather_global_batch  # noqa: F401
+from dmltf.methods.base import (  # noqa: F401
+    LossRole,
+    Method,
+    OptimizerGroup,
+    Parts,
+    gather_global_batch,
+    loss_weights_group,
+)
+from dmltf.registry import Registry, import_submodules
 
-_REGISTRY = {}
+METHODS = Registry("method")
+register, names, get_class = METHODS.register, METHODS.names, METHODS.lookup
 
-
-def register(name):
-    def wrap(builder):
-        _REGISTRY[name] = builder
-        return builder
-
-    return wrap
-
-
-def names():
-    return sorted(_REGISTRY)
-
-
-def get(name):
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown method {name!r}; valid names: {', '.join(names())}")
-    return _REGISTRY[name]
+# Each module registers what it defines when imported; a new one needs no edit here.
+import_submodules(__name__, __path__)
+from dmltf.methods.metric_learner import MetricLearner  # noqa: E402,F401

@@ -3,8 +3,8 @@
 A method is a ``keras.Model`` with
 - ``compute_losses(batch, training) -> dict`` of scalars: the total under ``"loss"`` plus named
   parts (logged to TensorBoard); extra totals (e.g. ``"decoder_loss"``) may drive other
-  groups. Under a multi-replica strategy each value is this replica's share: summed over
-  replicas it gives the global-batch value (see :func:`gather_global_batch`);
+  groups. Each value is the global batch's, also under a multi-replica strategy (gather the
+  batch with :func:`gather_global_batch`); the trainer handles the replica count;
 - ``optimizer_groups() -> [OptimizerGroup]``: which variables each optimizer updates, the
   loss key it minimises and its learning-rate multiplier;
 - ``embed(images)``: the embedding evaluation and export use; ``embedding_model`` is the Keras
@@ -12,7 +12,18 @@ A method is a ``keras.Model`` with
 - ``on_epoch_begin(epoch)``: called by the trainer before each epoch (0-based), also after a
   resume, e.g. to switch a training phase; state that must survive a resume lives in variables.
 The trainer knows no method by name. ``train_step`` makes ``model.fit`` work on one host.
+
+How a method comes from the command line (``dmltf.training.builders`` does it for every
+method alike): a method registers its class (``@methods.register("name")``); the plain-valued
+parameters of its constructor are its flags ``--<name>_<param>`` (help from ``flag_help``);
+``from_parts(parts, **hyperparameters)`` builds it from :class:`Parts` (the dataset's
+description, the backbone options, and ``parts.loss(role)``, the one resolution point for
+losses); ``loss_roles`` declares further configured loss copies beyond the main ``--loss``,
+each with the main loss's whole flag set under the prefix ``--<name>_<role>_`` and its own
+defaults; ``default_sampler`` is the batch sampler used when ``--batch_sampler`` is empty.
 """
+import collections
+import weakref
 from dataclasses import dataclass, field
 
 import keras
@@ -32,37 +43,91 @@ class OptimizerGroup:
     extra: dict = field(default_factory=dict)
 
 
-def loss_weights_group(loss, loss_key="loss", weight_decay=None):
-    """The ``loss`` group: a loss's own weights (proxies, centres, the margin loss's beta) at its
+def loss_weights_group(loss, loss_key="loss", weight_decay=None, name="loss"):
+    """The group of a loss's own weights (proxies, centres, the margin loss's beta) at its
     ``lr_multiplier``; empty when it has none (methods drop groups without variables)."""
-    return OptimizerGroup("loss", loss.trainable_variables, loss_key, lr_multiplier=loss.lr_multiplier,
+    return OptimizerGroup(name, loss.trainable_variables, loss_key, lr_multiplier=loss.lr_multiplier,
                           weight_decay=weight_decay)
+
+
+@dataclass(frozen=True)
+class LossRole:
+    """A further configured loss of a method (see the module docstring).
+
+    ``defaults`` overrides the main loss's flag defaults for this role, keyed by the main
+    flag's name (``{"loss": "proxy_anchor", "proxy_initializer": "kaiming_normal"}``).
+    """
+
+    help: str
+    defaults: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Parts:
+    """What a method is built from: plain values and the loss resolution point.
+
+    ``make_loss(role, embedding_dim)`` builds a new configured loss (``role`` None: the main
+    ``--loss``) for embeddings of that width; each call gives an independent copy.
+    """
+
+    num_classes: int
+    input_shape: tuple
+    seed: int
+    backbone: str
+    backbone_weights: str | None
+    pooling: str
+    embedding_dim: int
+    embedding_bn: bool
+    l2_normalize: bool
+    freeze_bn: bool
+    sync_batchnorm: bool
+    make_loss: object
+
+    def loss(self, role=None, *, embedding_dim=None):
+        return self.make_loss(role, self.embedding_dim if embedding_dim is None else embedding_dim)
+
+    def embedding_model(self):
+        """backbone -> pooling -> embedding head, as the flags describe."""
+        from dmltf.models import build_embedding_model
+
+        return build_embedding_model(self.backbone, self.input_shape, pooling=self.pooling,
+                                     embedding_dim=self.embedding_dim, embedding_bn=self.embedding_bn,
+                                     l2_normalize=self.l2_normalize, backbone_weights=self.backbone_weights,
+                                     freeze_bn=self.freeze_bn)
 
 
 def gather_global_batch(labels, embeddings):
     """Under a multi-replica strategy, the whole global batch on every replica.
 
     ``all_gather`` has a gradient (each replica gets the slice of its own inputs, summed
-    over replicas), so a loss computed on the gathered batch and divided by the number of
-    replicas yields exactly the single-device gradient of the global-batch loss.
-    Labels travel as an extra float32 column of the same collective (exact below 2^24):
-    separate collectives of different dtypes can be ordered differently on each replica.
-    Returns (labels, embeddings, num_replicas).
+    over replicas), so a loss computed on the gathered batch is the global-batch loss on every
+    replica, and the trainer's 1/N share of it per replica yields exactly the single-device
+    gradient. Labels travel as an extra float32 column of the same collective (exact below
+    2^24): separate collectives of different dtypes can be ordered differently on each replica,
+    so a method gathers its other per-sample values as further embedding columns too.
+    Returns (labels, embeddings).
     """
     ctx = tf.distribute.get_replica_context()
-    n = ctx.num_replicas_in_sync if ctx is not None else 1
-    if n == 1:
-        return labels, embeddings, 1
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return labels, embeddings
     dtype = embeddings.dtype
     packed = tf.concat([tf.cast(embeddings, tf.float32), tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)], axis=1)
     dim = embeddings.shape[-1]
     # all_gather drops the static shape; restore the width for shape-dependent losses and miners.
     gathered = tf.reshape(ctx.all_gather(packed, axis=0), [-1, dim + 1])
-    return tf.cast(gathered[:, dim], labels.dtype), tf.cast(gathered[:, :dim], dtype), n
+    return tf.cast(gathered[:, dim], labels.dtype), tf.cast(gathered[:, :dim], dtype)
 
 
 class Method(keras.Model):
     """Base class of every dmltf method (see the module docstring)."""
+
+    default_sampler = "balanced"
+    loss_roles = {}  # role -> LossRole, beyond the main --loss
+    flag_help = {}  # hyper-parameter -> help text of its flag
+
+    @classmethod
+    def from_parts(cls, parts, **hyperparameters):
+        raise NotImplementedError
 
     def compute_losses(self, batch, training=True):
         raise NotImplementedError
@@ -84,42 +149,68 @@ class Method(keras.Model):
         return []
 
     def train_step(self, data):
-        """For ``model.fit`` on one host: one optimizer, all groups' losses under ``"loss"``."""
-        with tf.GradientTape() as tape:
+        """For ``model.fit`` on one host: every optimizer group minimises ``losses[loss_key]`` with
+        its own copy of the compiled optimizer, at the compiled rate x its ``lr_multiplier``
+        (proxies at their 100x with any optimizer: a gradient scale would be right for SGD only)."""
+        groups = self.optimizer_groups()
+        optimizers = self._group_optimizers(groups)
+        # Each loss-scaling copy has its own scale, so each group then gets its own pass.
+        scaled = isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer)
+        keys = [g.name if scaled else g.loss_key for g in groups]
+        with tf.GradientTape(persistent=True) as tape:
             losses = self.compute_losses(data, training=True)
-        variables = [v for g in self.optimizer_groups() for v in g.variables]
-        grads = tape.gradient(losses["loss"], variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
+            targets = {k: optimizers[g.name].scale_loss(losses[g.loss_key]) for k, g in zip(keys, groups)}
+        grads = gradients_by_target(tape, targets, [(k, g.variables) for k, g in zip(keys, groups)])
+        del tape
+        rate = self.optimizer.learning_rate
+        for g, group_grads in zip(groups, grads):
+            optimizers[g.name].learning_rate = rate * g.lr_multiplier
+            optimizers[g.name].apply_gradients(zip(group_grads, g.variables))
+        # The compiled optimizer applies nothing; counting the steps keeps its schedule and callbacks right.
+        self.optimizer.iterations.assign_add(1)
         return {k: v for k, v in losses.items() if ops.ndim(v) == 0}
 
+    def _group_optimizers(self, groups):
+        """{group name: its copy of the compiled optimizer}, made on the first step after each
+        ``compile`` (outside the traced step)."""
+        made_for = getattr(self, "_group_optimizers_for", None)
+        if made_for is None or made_for() is not self.optimizer:
+            # A tf.Module holds them: Keras collections are not checkpoint dependencies, and a
+            # checkpoint of the method (restored before the first step too) must hold them.
+            holder = tf.Module(name="group_optimizers")
+            with tf.init_scope():
+                holder.by_name = {g.name: _optimizer_copy(self.optimizer, g) for g in groups}
+            self._group_optimizer_holder = holder
+            self._group_optimizers_for = weakref.ref(self.optimizer)
+        return self._group_optimizer_holder.by_name
 
-@keras.saving.register_keras_serializable(package="dmltf")
-class MetricLearner(Method):
-    """An embedding model trained with one metric loss (any ``dmltf.losses`` loss).
 
-    Groups: ``backbone`` (the trunk), ``head`` (pooling + embedding head), ``loss`` (the
-    loss's own weights: proxies, centres, beta) at the loss's ``lr_multiplier``.
-    """
+def _optimizer_copy(optimizer, group):
+    """``optimizer``'s configuration for ``group``, built for its variables: a settable rate (set
+    every step), the group's own weight decay if it has one, the same loss scaling."""
+    scaler = optimizer if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
+    inner = scaler.inner_optimizer if scaler else optimizer
+    config = {**inner.get_config(), "learning_rate": 0.0, "name": f"{inner.name}_{group.name}"}
+    if group.weight_decay is not None:
+        config["weight_decay"] = group.weight_decay
+    copy = type(inner).from_config(config)
+    if scaler:
+        copy = keras.optimizers.LossScaleOptimizer(copy, scaler.initial_scale, scaler.dynamic_growth_steps,
+                                                   name=f"{scaler.name}_{group.name}")
+    copy.build(group.variables)
+    return copy
 
-    def __init__(self, embedding_model, loss, **kwargs):
-        super().__init__(**kwargs)
-        self.embedding_model = embedding_model
-        self.loss_fn = loss
 
-    def compute_losses(self, batch, training=True):
-        images, labels = batch
-        embeddings = self.embedding_model(images, training=training)
-        labels, embeddings, replicas = gather_global_batch(labels, embeddings)
-        loss = self.loss_fn(labels, embeddings) / replicas
-        return {"loss": loss}
-
-    def optimizer_groups(self):
-        backbone = self.embedding_model.get_layer("backbone")
-        backbone_ids = {id(v) for v in backbone.trainable_variables}
-        head = [v for v in self.embedding_model.trainable_variables if id(v) not in backbone_ids]
-        groups = [OptimizerGroup("backbone", backbone.trainable_variables), OptimizerGroup("head", head),
-                  loss_weights_group(self.loss_fn)]
-        return [g for g in groups if g.variables]
-
-    def loss_layers(self):
-        return [self.loss_fn]
+def gradients_by_target(tape, targets, requests):
+    """The gradients of each ``(target key, variables)`` request from a persistent ``tape``, one
+    backward pass per key: requests that share a key (groups minimising the same loss) share it."""
+    by_key = collections.defaultdict(list)
+    for i, (key, _) in enumerate(requests):
+        by_key[key].append(i)
+    grads = [None] * len(requests)
+    for key, indices in by_key.items():
+        flat = tape.gradient(targets[key], [v for i in indices for v in requests[i][1]])
+        for i in indices:
+            n = len(requests[i][1])
+            grads[i], flat = flat[:n], flat[n:]
+    return grads

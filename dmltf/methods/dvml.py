@@ -21,7 +21,7 @@ Modes (``--dvml_mode``):
 =============================  ==================================  ===================================
 decoder gradient into encoder  phase 2 only (z_I, mu, sigma)       never (phase only switches the
                                                                    decoder BN inference -> training)
-samples T                      20 (``--dvml_samples``)             1, reconstruction divided by 20 B
+samples T                      20 (``--dvml_num_samples``)             1, reconstruction divided by 20 B
 KL                             mean over the batch                 mean over the batch, divided by B
                                                                    again (the double 1/B bug)
 reconstruction                 GeDML's MSE: the mean over T, B     1/(20 B) sum ||x - x_hat||^2
@@ -56,8 +56,9 @@ metric terms in the encoder; reference mode ignores the flag.
 Reference mode: the classifier has ``num_classes`` outputs (the seed 99 for 98 1-based labels).
 Noise is drawn for the whole global batch from a stateless generator keyed on (seed, step
 counter), and each replica takes its rows: the counter is a checkpointed variable, so a resumed
-run draws the same noise, and N replicas draw what one device draws (a Keras SeedGenerator's
-state cannot be updated in a MirroredStrategy replica context).
+run draws the same noise, and N replicas draw what one device draws (a Keras SeedGenerator
+keeps one state copy per replica, so each replica would draw the same rows for its share
+instead of its slice of the global draw).
 
 Example:
     >>> import numpy as np
@@ -101,12 +102,40 @@ def build_encoder(backbone, input_shape, embedding_dim, *, pooling="avg", weight
     return encoder, keras.Model(images, output, name="embedding_model")
 
 
+@methods.register("dvml")
 class DVML(Method):
     """DVML on ``encoder`` (see :func:`build_encoder`) with ``metric_loss`` (see the module docstring).
 
     ``metric_loss`` defaults to the seed's: TF-contrib semi-hard triplet, margin 1, squared Euclidean.
     ``num_classes`` sizes reference mode's monitoring classifier.
     """
+
+    flag_help = {
+        "mode": "paper (GeDML's reading: reconstruction reaches the encoder in phase 2) or reference (the "
+                "Xun-Yang TF port's behaviour and quirks; see dmltf/methods/dvml.py).",
+        "num_samples": "T, reparameterised samples per image; 0: the mode's (paper 20, reference 1).",
+        "lambdas_phase1": "lambda1..4 (KL, reconstruction, synthetic, invariant) in phase 1.",
+        "lambdas_phase2": "lambda1..4 in phase 2.",
+        "phase1_epochs": "Phase 1 lasts this many epochs (when --dvml_phase1_steps is 0).",
+        "phase1_steps": "If > 0, phase 1 lasts this many training steps instead.",
+        "decoder_units": "Hidden width of the decoder (embedding -> hidden -> backbone feature).",
+        "recon_reduction": "Paper-mode reconstruction: mean = GeDML's MSE (mean over samples, batch and "
+                           "features), sample_sum = 1/(T B) sum ||x - x_hat||^2, norm = 1/(T B) sum ||x - x_hat|| "
+                           "(the paper's printed formula).",
+        "weight_decay": "reference mode: 5e-3 * sum ||v||^2 / 2 over the encoder's non-BN variables, inside the "
+                        "invariant term.",
+    }
+
+    @classmethod
+    def from_parts(cls, parts, **hyperparameters):
+        if parts.sync_batchnorm and hyperparameters.get("mode") == "reference":
+            raise ValueError("--sync_batchnorm is not supported with --dvml_mode=reference: its decoder BatchNorm "
+                             "switches between batch and moving statistics by phase inside the graph (tf.cond), "
+                             "where a cross-replica reduction cannot run")
+        encoder, embedding_model = build_encoder(
+            parts.backbone, parts.input_shape, parts.embedding_dim, pooling=parts.pooling,
+            weights=parts.backbone_weights, freeze_bn=parts.freeze_bn, l2_normalize=parts.l2_normalize)
+        return cls(encoder, embedding_model, parts.loss(), parts.num_classes, seed=parts.seed, **hyperparameters)
 
     def __init__(self, encoder, embedding_model, metric_loss=None, num_classes=None, *, mode="paper", num_samples=0,
                  lambdas_phase1=(1.0, 1.0, 0.1, 1.0), lambdas_phase2=(0.8, 1.0, 0.2, 0.8), phase1_epochs=1,
@@ -127,7 +156,7 @@ class DVML(Method):
         self.mode, self.recon_reduction, self.seed = mode, recon_reduction, int(seed)
         self.num_samples = int(num_samples) or DEFAULT_SAMPLES[mode]
         if mode == "reference" and self.num_samples != 1:
-            raise ValueError("--dvml_mode=reference draws one sample (its 1/20 factor stands for T); use --dvml_samples=0")
+            raise ValueError("--dvml_mode=reference draws one sample (its 1/20 factor stands for T); use --dvml_num_samples=0")
         self.lambdas = ops.convert_to_tensor([list(map(float, lambdas_phase1)), list(map(float, lambdas_phase2))])
         self.phase1_epochs, self.phase1_steps = int(phase1_epochs), int(phase1_steps)
         self.weight_decay = float(weight_decay)
@@ -207,39 +236,44 @@ class DVML(Method):
         x_hat = self.decode(ops.reshape(decoder_input, (-1, self.embedding_dim)), phase, training)
         squared_error = ops.sum(ops.square(ops.reshape(x_hat, (self.num_samples, local, -1)) - ops.stop_gradient(x)[None]), -1)
 
-        labels_all, both, replicas = gather_global_batch(labels, ops.concatenate([z_inv, z_syn[0]], axis=1))
+        # Per-sample terms travel with the embeddings in the one cross-replica gather, so every
+        # value below is the global batch's.
+        kl_terms = -0.5 * ops.sum(1.0 + log_var - ops.square(mu) - ops.exp(log_var), -1)
+        recon_terms = ops.sum(squared_error if self.mode == "reference" else self._recon_per_sample(squared_error), 0)
+        columns = [z_inv, z_syn[0], kl_terms[:, None], recon_terms[:, None]]
+        if self.mode == "reference":
+            logits = self.classifier(ops.stop_gradient(x))
+            columns.append(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)[:, None])
+        labels_all, gathered = gather_global_batch(labels, ops.concatenate([ops.cast(c, "float32") for c in columns], 1))
+        e = self.embedding_dim
         batch_size = ops.cast(ops.shape(labels_all)[0], "float32")
-        kl = -0.5 * ops.sum(1.0 + log_var - ops.square(mu) - ops.exp(log_var)) / batch_size  # share of the mean
+        kl = ops.mean(gathered[:, 2 * e])
         if self.mode == "reference":
             kl = kl / batch_size
-            recon = ops.sum(squared_error) / (REFERENCE_RECON_DIVISOR * batch_size)
+            recon = ops.sum(gathered[:, 2 * e + 1]) / (REFERENCE_RECON_DIVISOR * batch_size)
         else:
-            recon = ops.sum(self._recon_per_sample(squared_error)) / (self.num_samples * batch_size)
-        invariant = self.metric_loss(labels_all, both[:, :self.embedding_dim]) / replicas
-        synthetic = self.metric_loss(labels_all, both[:, self.embedding_dim:]) / replicas
+            recon = ops.sum(gathered[:, 2 * e + 1]) / (self.num_samples * batch_size)
+        invariant = self.metric_loss(labels_all, gathered[:, :e])
+        synthetic = self.metric_loss(labels_all, gathered[:, e:2 * e])
         lam = ops.take(self.lambdas, phase - 1, axis=0)
         out = {"kl": kl, "recon": recon, "synthetic": synthetic, "invariant": invariant,
-               **{f"lambda{i + 1}": lam[i] / replicas for i in range(4)},
-               "phase": ops.cast(phase, "float32") / replicas}
+               **{f"lambda{i + 1}": lam[i] for i in range(4)}, "phase": ops.cast(phase, "float32")}
         if self.mode == "paper":
             out["loss"] = lam[0] * kl + lam[1] * recon + lam[2] * synthetic + lam[3] * invariant
             return out
-        return {**out, **self._reference_objectives(lam, labels_all, replicas, x, labels, kl, recon, synthetic,
-                                                    invariant, batch_size)}
+        xent = ops.mean(gathered[:, 2 * e + 2])
+        return {**out, **self._reference_objectives(lam, labels_all, kl, recon, synthetic, invariant, xent)}
 
-    def _reference_objectives(self, lam, labels_all, replicas, x, labels, kl, recon, synthetic, invariant, batch_size):
+    def _reference_objectives(self, lam, labels_all, kl, recon, synthetic, invariant, xent):
         """The seed's three optimiser objectives (nn_Ops.training zeroes a NaN loss)."""
         wd = self.weight_decay * ops.sum(ops.stack([0.5 * ops.sum(ops.square(v)) for v in self._decayed_variables()]))
-        wd = wd / replicas
         same = ops.cast(ops.equal(labels_all[:, None], labels_all[None, :]), "float32")
-        has_pair = ops.sum(same) > batch_size  # TF-contrib's mean over positive pairs is 0/0 otherwise
+        # TF-contrib's mean over positive pairs is 0/0 without a pair beyond the diagonal.
+        has_pair = ops.sum(same) > ops.cast(ops.shape(labels_all)[0], "float32")
         encoder = lam[0] * kl + lam[2] * synthetic + lam[3] * (invariant + wd)
         encoder = ops.where(ops.logical_and(has_pair, ops.isfinite(encoder)), encoder, 0.0)
-        decoder = lam[1] * recon
-        logits = self.classifier(ops.stop_gradient(x))
-        xent = ops.sum(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)) / batch_size
         zero_nan = lambda v: ops.where(ops.isfinite(v), v, 0.0)
-        decoder, xent = zero_nan(decoder), zero_nan(xent)
+        decoder, xent = zero_nan(lam[1] * recon), zero_nan(xent)
         return {"weight_decay": wd, "encoder_loss": encoder, "decoder_loss": decoder, "classifier_loss": xent,
                 "loss": encoder + decoder + xent}
 
@@ -261,22 +295,3 @@ class DVML(Method):
 
     def loss_layers(self):
         return [self.metric_loss]
-
-
-@methods.register("dvml")
-def build_dvml(cfg, info):
-    from dmltf.training import builders  # builders imports this module to register "dvml"
-
-    if cfg.sync_batchnorm and cfg.dvml_mode == "reference":
-        raise ValueError("--sync_batchnorm is not supported with --dvml_mode=reference: its decoder BatchNorm "
-                         "switches between batch and moving statistics by phase inside the graph (tf.cond), "
-                         "where a cross-replica reduction cannot run")
-    encoder, embedding_model = build_encoder(
-        cfg.backbone, info.input_shape, cfg.embedding_dim, pooling=cfg.pooling,
-        weights=cfg.backbone_weights or None, freeze_bn=cfg.freeze_bn, l2_normalize=cfg.l2_normalize)
-    metric_loss = builders.build_loss(cfg, cfg.loss, info.num_classes, cfg.embedding_dim)
-    return DVML(encoder, embedding_model, metric_loss, info.num_classes, mode=cfg.dvml_mode,
-                num_samples=cfg.dvml_samples, lambdas_phase1=cfg.dvml_lambdas_phase1,
-                lambdas_phase2=cfg.dvml_lambdas_phase2, phase1_epochs=cfg.dvml_phase1_epochs,
-                phase1_steps=cfg.dvml_phase1_steps, decoder_units=cfg.dvml_decoder_units,
-                recon_reduction=cfg.dvml_recon_reduction, weight_decay=cfg.dvml_weight_decay, seed=cfg.seed)

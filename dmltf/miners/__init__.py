@@ -11,24 +11,15 @@ Example:
     4
 """
 from dmltf.miners.base import Miner, Pairs, Triplets, label_masks, to_pairs, to_triplets  # noqa: F401
+from dmltf.registry import Registry, import_submodules
 
-_REGISTRY = {}
+MINERS = Registry("miner")
+names, get_class = MINERS.names, MINERS.lookup
 
 
 def register(cls):
-    """Class decorator: adds a miner to the registry under ``cls.name``."""
-    _REGISTRY[cls.name] = cls
-    return cls
-
-
-def names():
-    return sorted(_REGISTRY)
-
-
-def get_class(name):
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown miner {name!r}; valid names: {', '.join(names())}")
-    return _REGISTRY[name]
+    """Class decorator: adds a miner to the registry under ``cls.registry_name``."""
+    return MINERS.add(cls.registry_name, cls)
 
 
 def get(identifier, **kwargs):
@@ -42,15 +33,8 @@ def get(identifier, **kwargs):
 
 
 def serialize(miner):
-    return None if miner is None else {"name": miner.name, "config": miner.get_config()}
+    return None if miner is None else {"name": miner.registry_name, "config": miner.get_config()}
 
 
-# Registration happens on import of each module.
-from dmltf.miners import (  # noqa: E402,F401
-    all_triplets,
-    batch_hard,
-    distance_weighted,
-    multi_similarity,
-    pair_margin,
-    semi_hard,
-)
+# Each module registers what it defines when imported; a new one needs no edit here.
+import_submodules(__name__, __path__)

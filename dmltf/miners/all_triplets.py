@@ -12,7 +12,7 @@ from dmltf.miners.base import Miner, Pairs
 
 @miners.register
 class AllMiner(Miner):
-    name = "all"
+    registry_name = "all"
 
     def mine(self, mat, pos, neg, distance):
         return Pairs(ops.cast(pos, "float32"), ops.cast(neg, "float32"))

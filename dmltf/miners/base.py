@@ -10,6 +10,7 @@ Mining runs on a stopped gradient: it selects, the loss differentiates.
 """
 from typing import NamedTuple
 
+import keras
 from keras import ops
 
 from dmltf import distances as distances_lib
@@ -105,20 +106,37 @@ def gather_pairs(mat, rows, cols):
     return ops.take(ops.reshape(mat, (-1,)), rows * r + cols)
 
 
-class Miner:
+class Miner(keras.layers.Layer):
     """Base class. Subclasses implement :meth:`mine` on a distance matrix and label masks.
 
     ``distance=None`` means "the distance of the loss I am attached to" (squared euclidean
     when called on its own).
+
+    A miner is a Keras layer so that its state is the model's: a loss holding it as
+    ``self.miner`` tracks it, and a ``keras.random.SeedGenerator`` attribute's state is
+    checkpointed with it (``tf.train.Checkpoint``), so a resumed run continues its draws.
+    Subclasses set ``registry_name`` (a layer's ``name`` is its instance name).
     """
 
-    name = None
+    registry_name = None
     default_distance = "squared_euclidean"
 
-    def __init__(self, distance=None):
+    def __init__(self, distance=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # mining runs in float32 under mixed precision too
+        super().__init__(**kwargs)
         self.distance = None if distance is None else distances_lib.get(distance)
+        self.built = True  # no weights to build: all state exists after __init__
 
-    def __call__(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        # Keras lists a SeedGenerator attribute's state in `variables` only; tf.train.Checkpoint
+        # saves and restores the children named here, so add each state under its attribute's name.
+        children = super()._trackable_children(save_type, **kwargs)
+        for name, value in vars(self).items():
+            if isinstance(value, keras.random.SeedGenerator):
+                children[f"{name}_state"] = value.state
+        return children
+
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
         from dmltf.losses.base import prepare_inputs  # shared input handling
 
         labels, embeddings, ref_labels, ref_embeddings, same_source = prepare_inputs(
@@ -144,6 +162,8 @@ class Miner:
         raise NotImplementedError
 
     def get_config(self):
+        """The miner's hyper-parameters: what ``dmltf.miners.get`` takes with the registry name
+        (the layer's own name and dtype are not part of a miner's identity)."""
         return {"distance": None if self.distance is None else self.distance.name}
 
     def __repr__(self):

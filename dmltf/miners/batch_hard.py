@@ -21,7 +21,7 @@ from dmltf.miners.base import BIG, Miner, Triplets, as_distance
 
 @miners.register
 class BatchHardMiner(Miner):
-    name = "batch_hard"
+    registry_name = "batch_hard"
 
     def mine(self, mat, pos, neg, distance):
         d = as_distance(mat, distance)

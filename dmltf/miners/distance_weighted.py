@@ -10,8 +10,11 @@ d the euclidean distance clipped below at ``cutoff``; negatives at ``d >= nonzer
 Returns ``Triplets`` of length B * R (weight 0 where (a, p) is not a positive pair).
 
 Sampling uses ``keras.random.categorical`` with a ``SeedGenerator(seed)``: the same seed
-gives the same draws. Distances are converted to euclidean from ``squared_euclidean``
-(square root) or from a cosine / dot similarity (``sqrt(2 - 2 s)``, unit vectors).
+gives the same draws. The generator's state is checkpointed with the loss that holds the miner,
+so a resumed run continues the draws; under a ``MirroredStrategy`` (miner built in its scope)
+each replica advances its own copy of the state, so the replicas draw what one device draws.
+Distances are converted to euclidean from ``squared_euclidean`` (square root) or from a
+cosine / dot similarity (``sqrt(2 - 2 s)``, unit vectors).
 Deviation: when every negative of an anchor is beyond ``nonzero_loss_cutoff`` the reference
 draws uniformly over the whole batch (positives and the anchor included); here uniformly
 over the anchor's negatives.
@@ -36,11 +39,11 @@ _MAX_UNIT_DISTANCE = 2.0 - 1e-3
 
 @miners.register
 class DistanceWeightedMiner(Miner):
-    name = "distance_weighted"
+    registry_name = "distance_weighted"
     default_distance = "euclidean"
 
-    def __init__(self, cutoff=0.5, nonzero_loss_cutoff=1.4, seed=None, distance=None):
-        super().__init__(distance)
+    def __init__(self, cutoff=0.5, nonzero_loss_cutoff=1.4, seed=None, distance=None, **kwargs):
+        super().__init__(distance, **kwargs)
         self.cutoff = float(cutoff)
         self.nonzero_loss_cutoff = float(nonzero_loss_cutoff)
         self.seed = seed

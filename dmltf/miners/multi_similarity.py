@@ -23,11 +23,11 @@ from dmltf.miners.base import BIG, Miner, Pairs, as_distance
 
 @miners.register
 class MultiSimilarityMiner(Miner):
-    name = "multi_similarity"
+    registry_name = "multi_similarity"
     default_distance = "cosine"
 
-    def __init__(self, epsilon=0.1, distance=None):
-        super().__init__(distance)
+    def __init__(self, epsilon=0.1, distance=None, **kwargs):
+        super().__init__(distance, **kwargs)
         self.epsilon = float(epsilon)
 
     def mine(self, mat, pos, neg, distance):

@@ -21,11 +21,11 @@ from dmltf.miners.base import Miner, Pairs
 
 @miners.register
 class PairMarginMiner(Miner):
-    name = "pair_margin"
+    registry_name = "pair_margin"
     default_distance = "euclidean"
 
-    def __init__(self, pos_margin=0.2, neg_margin=0.8, distance=None):
-        super().__init__(distance)
+    def __init__(self, pos_margin=0.2, neg_margin=0.8, distance=None, **kwargs):
+        super().__init__(distance, **kwargs)
         self.pos_margin = float(pos_margin)
         self.neg_margin = float(neg_margin)
 

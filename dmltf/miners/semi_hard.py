@@ -19,7 +19,7 @@ from dmltf.miners.base import BIG, Miner, Triplets, as_distance
 
 @miners.register
 class SemiHardMiner(Miner):
-    name = "semi_hard"
+    registry_name = "semi_hard"
 
     def mine(self, mat, pos, neg, distance):
         d = as_distance(mat, distance)

@@ -18,6 +18,8 @@ from typing import Callable
 
 import keras
 
+from dmltf.registry import Registry
+
 
 @dataclass(frozen=True)
 class BackboneSpec:
@@ -29,27 +31,18 @@ class BackboneSpec:
     weights_help: str  # how a user gets the local weights file
 
 
-_REGISTRY = {}
+BACKBONES = Registry("backbone")
+names, get_spec = BACKBONES.names, BACKBONES.lookup
 
 
 def register(name, *, preprocessing, feature_dim, image_size, weights_help):
     """Decorator for a builder ``fn(input_shape) -> keras.Model``."""
 
     def wrap(fn):
-        _REGISTRY[name] = BackboneSpec(name, fn, preprocessing, feature_dim, image_size, weights_help)
+        BACKBONES.add(name, BackboneSpec(name, fn, preprocessing, feature_dim, image_size, weights_help))
         return fn
 
     return wrap
-
-
-def names():
-    return sorted(_REGISTRY)
-
-
-def get_spec(name):
-    if name not in _REGISTRY:
-        raise ValueError(f"Unknown backbone {name!r}; valid names: {', '.join(names())}")
-    return _REGISTRY[name]
 
 
 def build(name, input_shape, weights=None):

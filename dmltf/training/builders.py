@@ -1,23 +1,90 @@
-"""Configuration -> objects: the one place where flag values are resolved into splits, losses,
+"""Configuration -> objects: the one place where flag values become splits, samplers, losses,
 miners and methods (OML's registry -> config -> object flow).
+
+The configuration is a namespace of flag values (``config.make`` or train/main.py's flags);
+what is built here receives objects and plain values. Every component's parameters are flags
+generated from the registries by :func:`component_flags`, so a new loss, miner, sampler or
+method brings its flags with it:
+
+=================================  =============================================================
+``--loss_<loss>_<param>``          a loss's constructor parameter (for the main ``--loss``)
+``--miner_<miner>_<param>``        a miner's
+``--sampler_<sampler>_<param>``    a batch sampler's (``--batch_sampler``)
+``--<method>_<param>``             a method's (``--method``), help from its ``flag_help``
+``--<method>_<role>_<loss flag>``  every main-loss flag (``loss``, ``loss_<loss>_<param>``,
+                                   ``miner``, ``proxy_initializer``, ...) again for each further
+                                   loss role the method declares (``Method.loss_roles``)
+=================================  =============================================================
+
+Parameters the shared flags or the builders provide (``num_classes``, ``distance``,
+``seed``, ...) are not generated; see the ``*_SHARED`` sets.
 """
 from dataclasses import dataclass
 
 import numpy as np
 
-import config as config_lib
 from dmltf import data, losses, methods, miners
-from dmltf.methods import dvml  # noqa: F401  (registers the "dvml" method)
-from dmltf.models import backbones, build_embedding_model, synchronize_batchnorm
+from dmltf.data import samplers
+from dmltf.models import backbones, synchronize_batchnorm
+from dmltf.registry import constructor_parameters, hyperparameters
 
 # Crop size of each augmentation preset when --image_size is 0.
 PRESET_SIZES = {"dmltf": 224, "torch_imagenet": 224, "dvml": 227}
+
+# Constructor parameters with a shared flag, or set by the builders, per family.
+LOSS_SHARED = {"num_classes", "embedding_dim", "distance", "miner", "reduction", "lr_multiplier", "initializer",
+               "ortho_weight", "name", "dtype"}
+MINER_SHARED = {"distance", "name", "dtype"}
+SAMPLER_SHARED = {"classes_per_batch", "samples_per_class"}
+METHOD_SHARED = {"seed", "name", "dtype"}
 
 
 @dataclass
 class DatasetInfo:
     num_classes: int  # training classes (labels are remapped to 0..num_classes-1)
     input_shape: tuple
+
+
+def component_flags(loss_flags):
+    """{flag name: (default, help)} of every registered component's parameters (see the module
+    docstring); ``loss_flags`` are the shared main-loss flags (``--loss``, ``--miner``, ...),
+    repeated with a prefix for each method loss role."""
+    flags = {}
+
+    def put(flag, default, help_text):
+        if flag in flags:  # e.g. a method parameter named like one of its loss role's flags
+            raise ValueError(f"two component parameters make the flag --{flag}")
+        flags[flag] = (default, help_text)
+
+    def add(prefix, registry, shared):
+        for name, cls in registry.items():
+            for param, default in hyperparameters(cls, shared).items():
+                put(f"{prefix}_{name}_{param}", default, f"{cls.__name__}({param}=...)")
+
+    add("loss", losses.LOSSES, LOSS_SHARED)
+    add("miner", miners.MINERS, MINER_SHARED)
+    add("sampler", samplers.SAMPLERS, SAMPLER_SHARED)
+    main_loss = {**loss_flags, **{k: v for k, v in flags.items() if not k.startswith("sampler_")}}
+    for name, cls in methods.METHODS.items():
+        for param, default in hyperparameters(cls, METHOD_SHARED).items():
+            put(f"{name}_{param}", default, cls.flag_help.get(param, f"{cls.__name__}({param}=...)"))
+        for role, spec in cls.loss_roles.items():
+            unknown = sorted(set(spec.defaults) - set(main_loss))
+            if unknown:
+                raise ValueError(f"method {name!r}, loss role {role!r}: unknown loss flags {', '.join(unknown)}")
+            for flag, (default, help_text) in main_loss.items():
+                put(f"{name}_{role}_{flag}", spec.defaults.get(flag, default), f"{role} ({spec.help}): {help_text}")
+    return flags
+
+
+def component_kwargs(cfg, prefix, cls, shared):
+    """Constructor kwargs of ``cls`` from the flags ``<prefix>_<param>`` present in ``cfg``.
+
+    Matched by parameter name, not by flag prefix: ``loss_margin_*`` must not pick up
+    ``loss_margin_sample_mining_*``.
+    """
+    values = vars(cfg)
+    return {p: values[f"{prefix}_{p}"] for p in hyperparameters(cls, shared) if f"{prefix}_{p}" in values}
 
 
 def load_digits_splits(protocol):
@@ -64,56 +131,53 @@ def preprocessing(cfg):
     return cfg.preprocessing or backbones.get_spec(cfg.backbone).preprocessing
 
 
-def build_loss(cfg, name, num_classes, embedding_dim):
-    """Loss ``name`` with its --loss_<name>_* flags and the shared loss flags that apply."""
+def build_loss(cfg, name, num_classes, embedding_dim, prefix=""):
+    """Loss ``name`` (None: the ``--<prefix>loss`` flag's) with its ``--<prefix>loss_<name>_*``
+    flags and the shared ``--<prefix>`` loss flags that apply; a method's loss role has the
+    prefix ``<method>_<role>_``, the main loss none."""
+    flag = lambda suffix: getattr(cfg, prefix + suffix)  # noqa: E731
+    name = name or flag("loss")
     cls = losses.get_class(name)
-    kwargs = config_lib.component_kwargs(cfg, "loss", name)
+    kwargs = component_kwargs(cfg, f"{prefix}loss_{name}", cls, LOSS_SHARED)
     for key, value in kwargs.items():  # a wrapper's inner loss (e.g. xbm's) is built the same way
-        if key == "loss" and value in losses.names():
-            kwargs[key] = build_loss(cfg, value, num_classes, embedding_dim)
+        if key == "loss" and value in losses.LOSSES:
+            kwargs[key] = build_loss(cfg, value, num_classes, embedding_dim, prefix)
     if issubclass(cls, losses.PairLoss):
-        if cfg.miner:
-            kwargs["miner"] = miners.get(cfg.miner, **config_lib.component_kwargs(cfg, "miner", cfg.miner))
-        if cfg.distance:
-            kwargs["distance"] = cfg.distance
-    accepted = _init_params(cls)
-    shared = {"num_classes": num_classes, "embedding_dim": embedding_dim,
-              "initializer": cfg.proxy_initializer or None, "ortho_weight": cfg.proxy_ortho_weight or None}
-    kwargs.update({k: v for k, v in shared.items() if k in accepted and v is not None})
-    if cfg.reduction:
-        kwargs["reduction"] = cfg.reduction
-    if cfg.loss_lr_multiplier:
-        kwargs["lr_multiplier"] = cfg.loss_lr_multiplier
+        if flag("miner"):
+            miner_cls = miners.get_class(flag("miner"))
+            kwargs["miner"] = miner_cls(**component_kwargs(cfg, f"{prefix}miner_{flag('miner')}", miner_cls,
+                                                           MINER_SHARED))
+        if flag("distance"):
+            kwargs["distance"] = flag("distance")
+    shared = {"num_classes": num_classes, "embedding_dim": embedding_dim, "initializer": flag("proxy_initializer"),
+              "ortho_weight": flag("proxy_ortho_weight"), "reduction": flag("reduction"),
+              "lr_multiplier": flag("loss_lr_multiplier")}
+    accepted = set(constructor_parameters(cls))
+    kwargs.update({k: v for k, v in shared.items() if k in accepted and v})
     return cls(**kwargs)
 
 
-def _init_params(cls):
-    import inspect
-
-    names = set()
-    for klass in cls.__mro__:
-        if "__init__" in vars(klass):
-            names.update(inspect.signature(klass.__init__).parameters)
-    return names
-
-
-def build_embedding(cfg, info):
-    return build_embedding_model(
-        cfg.backbone, info.input_shape, pooling=cfg.pooling, embedding_dim=cfg.embedding_dim,
-        embedding_bn=cfg.embedding_bn, l2_normalize=cfg.l2_normalize,
-        backbone_weights=cfg.backbone_weights or None, freeze_bn=cfg.freeze_bn,
-    )
-
-
-@methods.register("metric_learner")
-def build_metric_learner(cfg, info):
-    embedding_model = build_embedding(cfg, info)
-    dim = embedding_model.output_shape[-1]
-    return methods.MetricLearner(embedding_model, build_loss(cfg, cfg.loss, info.num_classes, dim))
+def build_sampler(cfg):
+    """The ``--batch_sampler`` (empty: the method's default) with its ``--sampler_<name>_*`` flags."""
+    name = cfg.batch_sampler or methods.get_class(cfg.method).default_sampler
+    cls = samplers.get_class(name)
+    return cls(cfg.classes_per_batch, cfg.samples_per_class,
+               **component_kwargs(cfg, f"sampler_{name}", cls, SAMPLER_SHARED))
 
 
 def build_method(cfg, info):
-    method = methods.get(cfg.method)(cfg, info)
+    """The ``--method`` from its ``--<method>_*`` flags and the run's parts."""
+    cls = methods.get_class(cfg.method)
+
+    def make_loss(role, embedding_dim):
+        return build_loss(cfg, None, info.num_classes, embedding_dim, "" if role is None else f"{cfg.method}_{role}_")
+
+    parts = methods.Parts(
+        num_classes=info.num_classes, input_shape=info.input_shape, seed=cfg.seed, backbone=cfg.backbone,
+        backbone_weights=cfg.backbone_weights or None, pooling=cfg.pooling, embedding_dim=cfg.embedding_dim,
+        embedding_bn=cfg.embedding_bn, l2_normalize=cfg.l2_normalize, freeze_bn=cfg.freeze_bn,
+        sync_batchnorm=cfg.sync_batchnorm, make_loss=make_loss)
+    method = cls.from_parts(parts, **component_kwargs(cfg, cfg.method, cls, METHOD_SHARED))
     if cfg.sync_batchnorm:
         synchronize_batchnorm(method)
     return method

@@ -27,7 +27,7 @@ def build_trainer(cfg, strategy=None):
     train_split, eval_split = builders.load_splits(cfg)
     info = builders.DatasetInfo(train_split.num_classes, builders.input_shape(cfg, train_split))
     return Trainer(cfg, lambda: builders.build_method(cfg, info), train_split, eval_split,
-                   preprocessing=builders.preprocessing(cfg), strategy=strategy)
+                   sampler=builders.build_sampler(cfg), preprocessing=builders.preprocessing(cfg), strategy=strategy)
 
 
 def run(cfg, strategy=None, trainer=None):

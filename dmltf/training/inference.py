@@ -10,7 +10,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-import config as config_lib
 import dmltf.models  # noqa: F401  (registers the custom layers a saved model may hold)
 from dmltf import data
 from dmltf.training.trainer import embed_batches
@@ -37,8 +36,11 @@ class Embedder:
         return self.embed(data.ArraySplit(images, np.zeros(len(images), np.int64)))[0]
 
 
-def from_run(run_dir, which="best", batch_size=256):
-    """The method of a training run, restored from its ``best`` or ``last`` checkpoint."""
+def from_run(run_dir, which="best", batch_size=256, defaults=None):
+    """The method of a training run, restored from its ``best`` or ``last`` checkpoint.
+
+    ``defaults``: values of configuration keys that the run's ``config.json`` predates (the
+    command line passes ``vars(config.make())``)."""
     from dmltf.training import builders
 
     cfg_path = os.path.join(run_dir, "config.json")
@@ -46,8 +48,7 @@ def from_run(run_dir, which="best", batch_size=256):
         raise FileNotFoundError(f"{cfg_path} not found: --run must be a train/main.py --logdir")
     with open(cfg_path) as f:
         stored = json.load(f)
-    known = config_lib.all_flags()
-    cfg = config_lib.make(**{k: v for k, v in stored.items() if k in known})
+    cfg = types.SimpleNamespace(**{**(defaults or {}), **stored})
     folder = os.path.join(run_dir, "best" if which == "best" else "checkpoints")
     path = tf.train.latest_checkpoint(folder)
     if path is None:

@@ -1,24 +1,25 @@
 """Optimizer groups: one Keras optimizer per variable group, each with its own learning rate,
-weight decay and gradient clipping, and the per-epoch learning-rate schedules.
+weight decay and gradient clipping, and the learning-rate schedules.
 
-The learning rate of group g at (fractional) epoch e is
-``base_lr(g) * schedule(e) * warmup(e)`` where ``base_lr(g)`` is ``--group_lrs[g]`` if given,
+The learning rate of group g at (fractional) epoch e and global iteration i (0-based) is
+``base_lr(g) * schedule(e, i) * warmup(e)`` where ``base_lr(g)`` is ``--group_lrs[g]`` if given,
 else ``--lr * multiplier(g)`` (``--group_lr_multipliers[g]``, else the method's own, e.g. the
-loss's reference ``lr_multiplier`` for proxies).
+loss's reference ``lr_multiplier`` for proxies). ``piecewise`` counts iterations
+(PaddlePaddle's piecewise decay: ``--lr_gamma`` to the number of ``--lr_boundaries`` <= i);
+the others count epochs.
 """
 import math
 
 import keras
 import tensorflow as tf
 
-from config import parse_group_map
-
-SCHEDULES = ("constant", "step", "multistep", "cosine")
+SCHEDULES = ("constant", "step", "multistep", "cosine", "piecewise")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 
 
-def schedule_factor(cfg, epoch):
-    """Multiplier of the base rate at fractional ``epoch`` (0-based)."""
+def schedule_factor(cfg, epoch, step=0):
+    """Multiplier of the base rate at fractional ``epoch`` (0-based) and global iteration ``step``
+    (0-based: the number of iterations before this one; only ``piecewise`` reads it)."""
     whole = math.floor(epoch)
     if cfg.schedule == "constant":
         factor = 1.0
@@ -28,6 +29,10 @@ def schedule_factor(cfg, epoch):
         factor = cfg.lr_gamma ** sum(whole >= int(m) for m in cfg.lr_milestones)
     elif cfg.schedule == "cosine":
         factor = 0.5 * (1.0 + math.cos(math.pi * min(epoch / max(cfg.epochs, 1), 1.0)))
+    elif cfg.schedule == "piecewise":
+        if not cfg.lr_boundaries:
+            raise ValueError("--schedule=piecewise needs --lr_boundaries (iterations, e.g. 15000,25000)")
+        factor = cfg.lr_gamma ** sum(step >= int(b) for b in cfg.lr_boundaries)
     else:
         raise ValueError(f"Unknown schedule {cfg.schedule!r}; valid: {', '.join(SCHEDULES)}")
     if cfg.lr_warmup_epochs > 0 and epoch < cfg.lr_warmup_epochs:
@@ -58,8 +63,9 @@ class GroupOptimizer:
     def loss_key(self):
         return self.group.loss_key
 
-    def set_epoch(self, cfg, epoch):
-        self.optimizer.learning_rate = self.base_lr * schedule_factor(cfg, epoch)
+    def set_learning_rate(self, cfg, epoch, step):
+        """The rate of the iteration ``step`` (global, 0-based) in fractional ``epoch``."""
+        self.optimizer.learning_rate = self.base_lr * schedule_factor(cfg, epoch, step)
 
     @property
     def learning_rate(self):
@@ -86,3 +92,17 @@ def _make_optimizer(cfg, lr, weight_decay, name):
     if cfg.optimizer == "sgd":
         return keras.optimizers.SGD(lr, momentum=cfg.momentum, weight_decay=wd, name=name, **clip)
     raise ValueError(f"Unknown optimizer {cfg.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+
+
+def parse_group_map(entries, what):
+    """['backbone:0.1', 'loss:100'] -> {'backbone': 0.1, 'loss': 100.0}."""
+    out = {}
+    for entry in entries:
+        group, sep, value = entry.partition(":")
+        try:
+            out[group.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--{what}: expected entries like name:value, got {entry!r}")
+    return out

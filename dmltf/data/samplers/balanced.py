@@ -21,7 +21,7 @@ examples holds P/R whole class groups.
 
 Example:
     >>> import numpy as np
-    >>> from dmltf.data.sampler import balanced_batches
+    >>> from dmltf.data.samplers.balanced import balanced_batches
     >>> labels = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
     >>> b = balanced_batches(labels, classes_per_batch=2, samples_per_class=2, seed=0, epoch=0)
     >>> b.shape, labels[b[0]].reshape(2, 2)[:, 0].tolist() == labels[b[0]].reshape(2, 2)[:, 1].tolist()
@@ -29,22 +29,22 @@ Example:
 """
 import numpy as np
 
-
-def check_pk(num_classes, classes_per_batch, samples_per_class, num_replicas=1):
-    for name, value in (("classes_per_batch", classes_per_batch), ("samples_per_class", samples_per_class),
-                        ("num_replicas", num_replicas)):
-        if int(value) != value or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if classes_per_batch > num_classes:
-        raise ValueError(f"classes_per_batch={classes_per_batch} exceeds the {num_classes} classes of the split")
-    if classes_per_batch % num_replicas:
-        raise ValueError(f"classes_per_batch={classes_per_batch} is not divisible by num_replicas={num_replicas}: "
-                         f"each replica's share of the global batch must hold whole class groups")
+from dmltf.data import samplers
+from dmltf.data.samplers.base import Sampler
 
 
-def steps_per_epoch(num_examples, classes_per_batch, samples_per_class):
-    """Batches per epoch: ``max(1, num_examples // (classes_per_batch * samples_per_class))``."""
-    return max(1, int(num_examples) // (classes_per_batch * samples_per_class))
+@samplers.register("balanced")
+class BalancedSampler(Sampler):
+    """P classes x K images per batch (see the module docstring); groups of K."""
+
+    def check(self, split, num_shares=1):
+        super().check(split, num_shares)
+        if self.classes_per_batch > split.num_classes:
+            raise ValueError(f"classes_per_batch={self.classes_per_batch} exceeds the {split.num_classes} classes "
+                             f"of split {split.name!r}")
+
+    def batches(self, split, *, seed, epoch):
+        return balanced_batches(split.labels, self.classes_per_batch, self.samples_per_class, seed=seed, epoch=epoch)
 
 
 def balanced_batches(labels, classes_per_batch, samples_per_class, *, seed, epoch):
@@ -52,9 +52,10 @@ def balanced_batches(labels, classes_per_batch, samples_per_class, *, seed, epoc
     labels = np.asarray(labels)
     classes, members = _class_members(labels)
     P, K = int(classes_per_batch), int(samples_per_class)
-    check_pk(len(classes), P, K)
+    if P > len(classes):
+        raise ValueError(f"classes_per_batch={P} exceeds the {len(classes)} classes of the labels")
     rng = np.random.default_rng([int(seed), int(epoch)])
-    steps = steps_per_epoch(len(labels), P, K)
+    steps = max(1, len(labels) // (P * K))
     pools = [_Pool(m) for m in members]
     out = np.empty((steps, P * K), np.int64)
     cycle = rng.permutation(len(classes))
@@ -65,17 +66,6 @@ def balanced_batches(labels, classes_per_batch, samples_per_class, *, seed, epoc
         chosen, cycle = cycle[:P], cycle[P:]
         out[step] = np.concatenate([pools[c].take(K, rng) for c in chosen])
     return out
-
-
-def random_batches(num_examples, batch_size, *, seed, epoch):
-    """Plain shuffled batches (Fuel's ShuffledScheme, as the DVML reference): a permutation of
-    all examples cut into ``steps_per_epoch`` batches of ``batch_size``, int64 [steps, batch_size];
-    each example at most once per epoch (the remainder is dropped). No class balancing."""
-    if int(batch_size) != batch_size or not 1 <= batch_size <= num_examples:
-        raise ValueError(f"batch_size must be an integer in [1, {num_examples}], got {batch_size!r}")
-    steps = int(num_examples) // int(batch_size)
-    order = np.random.default_rng([int(seed), int(epoch)]).permutation(int(num_examples))
-    return order[:steps * batch_size].reshape(steps, batch_size).astype(np.int64)
 
 
 def _class_members(labels):
