@@ -95,6 +95,10 @@ GROUPS = {
         "precision": ("float32", "float32, mixed_float16 or mixed_bfloat16."),
         "logdir": ("runs/demo", "Checkpoints, TensorBoard logs and exports."),
         "resume": (False, "Continue from the last checkpoint in --logdir."),
+        "overwrite": (False, "Start a new run in a --logdir that already holds one (the old run is moved aside)."),
+        "resume_fallback": (False, "With --resume: if the last checkpoint is damaged, continue from the one before."),
+        "nonfinite": ("stop", "What a non-finite loss or gradient does: stop (one error line naming the step) or "
+                      "skip (the step is not applied, as loss scaling does)."),
         "eval_every": (5, "Evaluate every N epochs (and after the last); 0: only at the end."),
         "eval_every_steps": (0, "If > 0, also evaluate every N iterations."),
         "eval_metrics": (["recall@1", "recall@2", "recall@4", "recall@8", "precision@1", "r_precision",

@@ -27,8 +27,8 @@ def test_small_cnn_trains_one_epoch_from_converted_file(cars_root, tmp_path, cap
     cfg = config.make(dataset=str(out), backbone="small_cnn", embedding_dim=8, classes_per_batch=3,
                       samples_per_class=2, augmentation="dmltf", image_size=24, epochs=1, eval_every=0,
                       progress="none", export=False, logdir=str(tmp_path / "run"), tb_neighbours=0,
-                      tb_projector_points=0, eval_metrics=["recall@1"], optimizer="sgd", momentum=0.0,
-                      weight_decay=0.0, lr=0.05, loss="triplet", miner="all")
+                      tb_projector_points=0, eval_metrics=["recall@1"], best_metric="recall@1", optimizer="sgd",
+                      momentum=0.0, weight_decay=0.0, lr=0.05, loss="triplet", miner="all")
     trainer = build_trainer(cfg)
     assert trainer.train_split.num_examples == 12 and trainer.train_split.num_classes == 3
     assert trainer.steps_per_epoch == 2

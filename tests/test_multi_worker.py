@@ -28,7 +28,7 @@ def test_two_workers_train_in_sync(tmp_path):
     args = [sys.executable, MAIN, "--strategy=multi_worker", "--dataset=digits", "--embedding_dim=16",
             "--classes_per_batch=10", "--samples_per_class=4", "--epochs=1", "--max_steps_per_epoch=3",
             "--eval_every=0", "--export=false", "--progress=none", "--tb_neighbours=0", "--tb_projector_points=0",
-            "--eval_metrics=recall@1", f"--logdir={tmp_path}"]
+            "--eval_metrics=recall@1", "--best_metric=recall@1", f"--logdir={tmp_path}"]
     procs = []
     for i in range(2):
         env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
@@ -66,7 +66,8 @@ def test_cpu_replicas_flag_trains_mirrored_from_the_command_line(tmp_path):
     out = subprocess.run([sys.executable, MAIN, "--strategy=mirrored", "--cpu_replicas=2", "--dataset=digits",
                           "--embedding_dim=16", "--classes_per_batch=10", "--samples_per_class=4", "--epochs=1",
                           "--max_steps_per_epoch=2", "--export=false", "--progress=none", "--tb_neighbours=0",
-                          "--tb_projector_points=0", "--eval_metrics=recall@1", f"--logdir={tmp_path}"],
+                          "--tb_projector_points=0", "--eval_metrics=recall@1", "--best_metric=recall@1",
+                          f"--logdir={tmp_path}"],
                          capture_output=True, text=True, timeout=180, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
     assert out.returncode == 0, out.stderr[-3000:]
     assert "MirroredStrategy: 2 replicas" in out.stdout

@@ -25,7 +25,7 @@ def embedding_weights(model):
 def checkpointed_embedding(cfg, path, logdir):
     """The embedding weights stored in checkpoint ``path``, restored by TensorFlow into a trainer
     built for ``cfg`` (the reference the loader is checked against)."""
-    trainer = build_trainer(config.make(**{**vars(cfg), "logdir": str(logdir)}))
+    trainer = build_trainer(config.make(**{**vars(cfg), "logdir": str(logdir), "resume": False}))
     tf.train.Checkpoint(method=trainer.method).restore(path).expect_partial()
     return embedding_weights(trainer.method.embedding_model)
 

@@ -43,7 +43,8 @@ def mirrored():
 def test_balanced_batches_give_each_replica_whole_class_groups():
     train, _ = builders.load_digits_splits("stratified")
     strategy = mirrored()
-    make = lambda shard: data.train_dataset(train, data.samplers.get("balanced", 4, 3), seed=1, epoch=0, num_replicas=2, shard=shard).take(2)
+    sampler = data.samplers.get("balanced", 4, 3)
+    make = lambda shard: data.train_dataset(train, sampler, seed=1, epoch=0, num_replicas=2, shard=shard).take(2)
     expected = list(make(None))
     for (images, labels), (global_images, global_labels) in zip(distribute_batches(strategy, make, 12), expected):
         shares = strategy.experimental_local_results(labels)
@@ -96,8 +97,9 @@ def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path):
     first.fit()
     del first  # the "killed" process
     resumed = build_trainer(small_cfg(tmp_path / "resumed", epochs=2, optimizer="adamw", weight_decay=1e-4,
-                                      lr=1e-3, resume=True, seed=123))
-    resumed.cfg.seed = 0  # the run's seed; a wrong initialisation must be overwritten by the restore
+                                      lr=1e-3, resume=True))
+    for v in resumed.method.trainable_variables:  # a wrong initialisation must be overwritten by the restore
+        v.assign(tf.zeros_like(v))
     assert resumed.restore() == 1
     resumed.fit()
     assert int(resumed.step.numpy()) == int(full.step.numpy()) == 6
@@ -113,7 +115,7 @@ def test_group_learning_rate_multiplier_moves_proxies_by_its_factor(tmp_path):
     trainer = build_trainer(cfg)
     groups = {g.name: g for g in trainer.groups}
     assert groups["loss"].base_lr == pytest.approx(0.01 * 100)  # Proxy-Anchor's reference multiplier
-    batch = next(iter(data.train_dataset(trainer.train_split, data.samplers.get("balanced", 10, 4), seed=0, epoch=0, preprocessing="none")))
+    batch = next(iter(data.train_dataset(trainer.train_split, trainer.sampler, seed=0, epoch=0, preprocessing="none")))
     with tf.GradientTape() as tape:
         loss = trainer.method.compute_losses(batch)["loss"]
     variables = [v for g in trainer.groups for v in g.group.variables]
@@ -239,7 +241,7 @@ def _one_sgd_step(tmp_path, **overrides):
     """(variables, their values before, the gradients of the first batch, the trainer) after one step."""
     cfg = small_cfg(tmp_path, loss="proxy_anchor", max_steps_per_epoch=1, freeze_bn=True, **overrides)
     trainer = build_trainer(cfg)
-    batch = next(iter(data.train_dataset(trainer.train_split, data.samplers.get("balanced", 10, 4), seed=0, epoch=0, preprocessing="none")))
+    batch = next(iter(data.train_dataset(trainer.train_split, trainer.sampler, seed=0, epoch=0, preprocessing="none")))
     variables = [v for g in trainer.groups for v in g.group.variables]
     with tf.GradientTape() as tape:
         loss = trainer.method.compute_losses(batch)["loss"]

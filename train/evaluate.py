@@ -10,7 +10,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from absl import app, flags, logging  # noqa: E402
+from absl import flags, logging  # noqa: E402
 
 import cli  # noqa: E402
 
@@ -29,13 +29,18 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from dmltf import evaluation
     from dmltf.distances import l2_normalize
+    from dmltf.training import validation
 
+    # Mistakes in the flags fail before the embedding, not after it.
+    metric_names = validation.check_metric_flag(FLAGS.metrics, "--metrics")
+    if FLAGS.output_json:
+        validation.check_output_file(FLAGS.output_json, "--output_json")
     embedder, cfg = cli.load_embedder()
     split = cli.open_split(FLAGS.dataset, FLAGS.split, cfg)
     embeddings, labels = embedder.embed(split)
     if FLAGS.l2_normalize:
         embeddings = l2_normalize(embeddings).numpy()
-    metrics = evaluation.evaluate(embeddings, labels, metrics=tuple(FLAGS.metrics), distance=FLAGS.distance)
+    metrics = evaluation.evaluate(embeddings, labels, metrics=metric_names, distance=FLAGS.distance)
     width = max(len(m) for m in metrics)
     for name, value in metrics.items():
         print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
@@ -47,4 +52,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -47,10 +47,17 @@ def images_split(pattern, workdir):
     return data.open_dataset(path).split("images"), paths
 
 
+def check_output(path):
+    """Fails on an --output that could not be written, before the embedding."""
+    from dmltf.training import validation
+
+    if os.path.splitext(path)[1] not in (".npy", ".h5"):
+        raise ValueError(f"--output must end in .npy or .h5, got {path!r}")
+    validation.check_output_file(path, "--output")
+
+
 def write_output(path, embeddings, labels=None, paths=None):
     ext = os.path.splitext(path)[1]
-    if ext not in (".npy", ".h5"):
-        raise ValueError(f"--output must end in .npy or .h5, got {path!r}")
     tmp = f"{path}.tmp{ext}"
     if ext == ".npy":
         import numpy as np
@@ -73,6 +80,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     if bool(FLAGS.images) == bool(FLAGS.dataset) and not (not FLAGS.images and FLAGS.run):
         raise app.UsageError("give --images or --dataset (or neither, with --run, for the run's eval split)")
+    check_output(FLAGS.output)
     embedder, cfg = cli.load_embedder()
     with tempfile.TemporaryDirectory() as workdir:
         if FLAGS.images:
@@ -87,4 +95,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

@@ -44,12 +44,16 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint/export chatter
     configure_devices(cfg.cpu_replicas)
     from dmltf.training.experiment import build_trainer, format_table, run
+    from dmltf.training.trainer import NonFiniteError
 
     try:  # configuration mistakes (names, paths, shapes) surface here, before any training
         trainer = build_trainer(cfg)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    trainer, rows = run(cfg, trainer=trainer)
+    try:
+        trainer, rows = run(cfg, trainer=trainer)
+    except NonFiniteError as e:  # --nonfinite=stop: the run's finite checkpoints are kept
+        sys.exit(f"error: {e}")
     if trainer.is_chief:
         print(format_table(rows, cfg.eval_metrics))
         print(f"TensorBoard: tensorboard --logdir {cfg.logdir}")

@@ -26,7 +26,7 @@ import os
 import h5py
 import numpy as np
 
-from dmltf.data.splits import Split, StoredDataset
+from dmltf.data.splits import Split, StoredDataset, reading
 
 FORMAT_VERSION = 1
 _STR = h5py.string_dtype("utf-8")
@@ -142,9 +142,9 @@ class HDF5Split(Split):
         return os.path.getsize(self.path)  # upper bound: h5py cannot size variable-length data cheaply
 
     def read(self, start, stop):
-        if self.encoding == "raw":
-            return self._images[start:stop]
-        return _bytes_array(self._images[start:stop])
+        with reading(self.path):
+            images = self._images[start:stop]
+        return images if self.encoding == "raw" else _bytes_array(images)
 
     def read_rows(self, indices):
         indices = np.asarray(indices)
@@ -152,7 +152,8 @@ class HDF5Split(Split):
             return self.read(int(indices[0]), int(indices[0]) + len(indices))  # one slice (eval order)
         # One contiguous read per distinct row, in increasing order, then scattered back.
         unique, inverse = np.unique(indices, return_inverse=True)
-        rows = [self._images[int(i)] for i in unique]
+        with reading(self.path):
+            rows = [self._images[int(i)] for i in unique]
         if self.encoding == "raw":
             return np.stack(rows)[inverse]
         return _bytes_array(rows)[inverse]
@@ -168,7 +169,8 @@ class HDF5Dataset(StoredDataset):
     """An open dmltf HDF5 file (kept open while the object lives)."""
 
     def __init__(self, path):
-        self._file = h5py.File(path, "r")
+        with reading(path):
+            self._file = h5py.File(path, "r")
         if "splits" not in self._file:
             raise ValueError(f"{path} is not a dmltf HDF5 file: no 'splits' group (top-level fields: "
                              f"{sorted(self._file)}); write it with a datasets/*_converter.py script")
@@ -181,7 +183,8 @@ class HDF5Dataset(StoredDataset):
         super().__init__(path, names, sorted(self._file["splits"]), metadata)
 
     def _open_split(self, name):
-        return HDF5Split(self._file, self.path, name)
+        with reading(self.path):  # the labels are read here
+            return HDF5Split(self._file, self.path, name)
 
     def close(self):
         self._file.close()

@@ -14,12 +14,37 @@ Example:
     >>> s.num_examples, s.class_ids.tolist(), s.num_classes, s.image_shape
     (4, [3, 7, 9], 3, (8, 8, 1))
 """
+import contextlib
 import os
 
 import numpy as np
 
 CONVERTERS = ("datasets/cars196_converter.py", "datasets/cub200_converter.py",
               "datasets/sop_converter.py", "datasets/folder_converter.py")
+
+
+class DatasetError(ValueError):
+    """A dataset file that cannot be read (e.g. truncated or damaged); the message names the file."""
+
+
+class UnknownSplitError(KeyError, ValueError):
+    """A split name the dataset does not hold: a failed lookup, and a bad flag value (the entry
+    points print ValueErrors as one line)."""
+
+    def __str__(self):
+        return self.args[0]  # KeyError's own str() quotes the message
+
+
+@contextlib.contextmanager
+def reading(path):
+    """Turns the OSError that h5py raises while opening or reading ``path`` (a truncated or
+    damaged file, ...) into a one-line DatasetError naming the file."""
+    try:
+        yield
+    except OSError as e:
+        # h5py's reason says which (a permission is not damage): the file is named either way.
+        raise DatasetError(f"{path} cannot be read ({e}); if it is truncated or damaged, write it again "
+                           f"with its converter") from None
 
 
 def memory_budget():
@@ -147,7 +172,7 @@ class StoredDataset:
 
     def split(self, name):
         if name not in self.split_names:
-            raise KeyError(f"{self.path} has no split {name!r}; valid splits: {', '.join(self.split_names)}")
+            raise UnknownSplitError(f"{self.path} has no split {name!r}; valid splits: {', '.join(self.split_names)}")
         if name not in self._opened:
             self._opened[name] = self._open_split(name)
         return self._opened[name]
@@ -177,6 +202,6 @@ def open_dataset(path):
     from dmltf.data.dvml_hdf5 import DvmlDataset, is_dvml_file
     from dmltf.data.hdf5 import HDF5Dataset
 
-    with h5py.File(path, "r") as f:
+    with reading(path), h5py.File(path, "r") as f:
         dvml = is_dvml_file(f)
     return DvmlDataset(path) if dvml else HDF5Dataset(path)

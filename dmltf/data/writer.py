@@ -4,7 +4,9 @@ The writer validates every example, buffers a block of them and hands blocks to 
 backend (``hdf5.HDF5Writer`` or ``tfrecord.TFRecordWriter``; the formats are described in
 those modules). Output goes to a hidden temporary name next to ``path`` and is renamed into
 place only when the ``with`` block ends without an exception; on an exception the temporary
-output is deleted, so nothing that looks valid is ever left at ``path``.
+output is deleted, so nothing that looks valid is ever left at ``path``. A killed writer
+cannot delete its temporary output: the next writer of the same ``path`` does
+(:func:`remove_stale_partials`).
 
 Example:
     >>> import os, tempfile, numpy as np
@@ -27,6 +29,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import uuid
 
 import numpy as np
@@ -47,6 +50,40 @@ def remove_path(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.remove(path)
+
+
+def partial_name(path, pid):
+    """The hidden temporary name of a writer of ``path`` in process ``pid``."""
+    parent, base = os.path.split(path)
+    return os.path.join(parent, f".{base}.partial-{pid}-{uuid.uuid4().hex[:8]}")
+
+
+def remove_stale_partials(path):
+    """Deletes the temporary outputs that killed writers of ``path`` left beside it (those of
+    processes still running are theirs) and says so in one line.
+
+    The ``.old`` copy of a replaced output is stale once the new output is in place."""
+    parent, base = os.path.split(path)
+    pattern = re.compile(rf"\.{re.escape(base)}\.partial-(\d+)-[0-9a-f]{{8}}(\.old)?")
+    stale = []
+    for name in sorted(os.listdir(parent)):
+        match = pattern.fullmatch(name)
+        if match and not _running(int(match.group(1))) and (not match.group(2) or os.path.lexists(path)):
+            stale.append(os.path.join(parent, name))
+            remove_path(stale[-1])
+    if stale:
+        print(f"removed {len(stale)} stale temporary output(s) of an interrupted write of {path}: "
+              f"{', '.join(os.path.basename(p) for p in stale)}", file=sys.stderr)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return True
 
 
 class DatasetWriter:
@@ -80,9 +117,9 @@ class DatasetWriter:
         self.class_names = None if class_names is None else [str(c) for c in class_names]
         self.encoding = encoding
         self.jpeg_quality = int(jpeg_quality)
-        parent, base = os.path.split(self.path)
-        os.makedirs(parent, exist_ok=True)
-        self._tmp = os.path.join(parent, f".{base}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        remove_stale_partials(self.path)
+        self._tmp = partial_name(self.path, os.getpid())
         kwargs = {"shard_bytes": shard_bytes} if format == "tfrecord" else {}
         backend = HDF5Writer if format == "hdf5" else TFRecordWriter
         self._out = backend(self._tmp, self.class_names, **kwargs)

@@ -46,7 +46,7 @@ def metric_names():
     return ("recall@K", *retrieval.METRICS.names(), *clustering.METRICS.names())
 
 
-def _check_metrics(metrics):
+def check_metrics(metrics):
     metrics = (metrics,) if isinstance(metrics, str) else tuple(metrics)
     if not metrics:
         raise ValueError(f"metrics is empty; valid names: {', '.join(metric_names())}")
@@ -97,7 +97,7 @@ def evaluate(
     Returns:
         dict with a float per requested metric, ``num_queries`` and ``num_lone_queries``.
     """
-    metrics = _check_metrics(metrics)
+    metrics = check_metrics(metrics)
     backend = resolve_backend(backend)
     clustering.check_backend(kmeans_backend)  # fail before the search, not after
     if (ref_embeddings is None) != (ref_labels is None):

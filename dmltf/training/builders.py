@@ -134,14 +134,24 @@ def preprocessing(cfg):
 def build_loss(cfg, name, num_classes, embedding_dim, prefix=""):
     """Loss ``name`` (None: the ``--<prefix>loss`` flag's) with its ``--<prefix>loss_<name>_*``
     flags and the shared ``--<prefix>`` loss flags that apply; a method's loss role has the
-    prefix ``<method>_<role>_``, the main loss none."""
+    prefix ``<method>_<role>_``, the main loss none.
+
+    For the flag's own loss, a ``--<prefix>miner`` or ``--<prefix>distance`` that neither it nor
+    a loss it wraps takes is an error: a run must not silently train without it."""
     flag = lambda suffix: getattr(cfg, prefix + suffix)  # noqa: E731
+    configured = name is None  # a wrapper's inner loss is named; its wrapper does the check
     name = name or flag("loss")
     cls = losses.get_class(name)
     kwargs = component_kwargs(cfg, f"{prefix}loss_{name}", cls, LOSS_SHARED)
+    takes_pair_flags = issubclass(cls, losses.PairLoss)
     for key, value in kwargs.items():  # a wrapper's inner loss (e.g. xbm's) is built the same way
         if key == "loss" and value in losses.LOSSES:
             kwargs[key] = build_loss(cfg, value, num_classes, embedding_dim, prefix)
+            takes_pair_flags = takes_pair_flags or isinstance(kwargs[key], losses.PairLoss)
+    for suffix in ("miner", "distance"):
+        if configured and not takes_pair_flags and flag(suffix):
+            raise ValueError(f"--{prefix}{suffix}={flag(suffix)} does not apply to --{prefix}loss={name}: "
+                             f"{cls.__name__} is not a pair-based loss; leave --{prefix}{suffix} empty")
     if issubclass(cls, losses.PairLoss):
         if flag("miner"):
             miner_cls = miners.get_class(flag("miner"))

@@ -15,10 +15,16 @@ from dmltf import data
 from dmltf.training.trainer import embed_batches
 
 
-class Embedder:
-    """``embed(split)`` / ``embed_images(uint8 images)`` with the training run's input handling."""
+class NonFiniteEmbeddings(ValueError):
+    """The embedder gave NaN or inf embeddings: they are refused, not returned."""
 
-    def __init__(self, fn, augmentation, preprocessing, image_size, input_shape, batch_size=256):
+
+class Embedder:
+    """``embed(split)`` / ``embed_images(uint8 images)`` with the training run's input handling.
+
+    ``source`` names the run or model in messages."""
+
+    def __init__(self, fn, augmentation, preprocessing, image_size, input_shape, batch_size=256, *, source):
         if input_shape[-1] == 1:  # a grayscale model fed images decoded as RGB (JPEG of any size)
             gray_fn = fn
             fn = lambda x: gray_fn(tf.image.rgb_to_grayscale(x) if x.shape[-1] == 3 else x)  # noqa: E731
@@ -26,11 +32,17 @@ class Embedder:
         self.augmentation, self.preprocessing = augmentation, preprocessing
         # Without a crop size, images of other sizes are resized to the model's input.
         self.image_size = image_size or (input_shape[0] if augmentation == "none" else None)
-        self.batch_size, self.input_shape = batch_size, tuple(input_shape)
+        self.batch_size, self.input_shape, self.source = batch_size, tuple(input_shape), source
 
     def embed(self, split):
-        return embed_batches(self.fn, split, self.batch_size, augmentation=self.augmentation,
-                             preprocessing=self.preprocessing, image_size=self.image_size)
+        """(embeddings, labels) of ``split``; raises NonFiniteEmbeddings if any row is not finite."""
+        embeddings, labels = embed_batches(self.fn, split, self.batch_size, augmentation=self.augmentation,
+                                           preprocessing=self.preprocessing, image_size=self.image_size)
+        bad = int((~np.isfinite(embeddings).all(axis=1)).sum())
+        if bad:
+            raise NonFiniteEmbeddings(f"{self.source} gives non-finite (NaN or inf) embeddings for {bad} of "
+                                      f"{len(embeddings)} images: its weights are not usable")
+        return embeddings, labels
 
     def embed_images(self, images):
         return self.embed(data.ArraySplit(images, np.zeros(len(images), np.int64)))[0]
@@ -59,7 +71,7 @@ def from_run(run_dir, which="best", batch_size=256, defaults=None):
     method = builders.build_method(cfg, info)
     tf.train.Checkpoint(method=method).restore(path).expect_partial().assert_existing_objects_matched()
     embedder = Embedder(method.embed, cfg.augmentation, builders.preprocessing(cfg), cfg.image_size, info.input_shape,
-                        batch_size)
+                        batch_size, source=f"run {run_dir} (checkpoint {path})")
     return embedder, cfg
 
 
@@ -74,4 +86,4 @@ def from_export(model_path, batch_size=256):
         spec = types.SimpleNamespace(**json.load(f))
     model = keras.saving.load_model(model_path)
     return Embedder(lambda x: model(x, training=False), spec.augmentation, spec.preprocessing, spec.image_size,
-                    spec.input_shape, batch_size)
+                    spec.input_shape, batch_size, source=f"model {model_path}")

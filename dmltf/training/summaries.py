@@ -61,12 +61,20 @@ def write_neighbour_grid(writer, images_fn, embeddings, labels, step, num_querie
     return grid
 
 
+# TensorBoard's projector refuses a sprite sheet larger than this on either side.
+MAX_SPRITE_SIDE = 8192
+
+
 def write_projector(logdir, embeddings, labels, images=None):
-    """Projector files (TSV tensors, metadata, optional sprite) and ``projector_config.pbtxt``."""
+    """Projector files (TSV tensors, metadata, optional sprite) and ``projector_config.pbtxt``.
+
+    The metadata is the label alone, one line per point: the projector reads a first line
+    without a tab as data (single-column metadata has no header) and names the column "label".
+    """
     tensor_path, meta_path = os.path.join(logdir, "projector_tensors.tsv"), os.path.join(logdir, "projector_metadata.tsv")
     np.savetxt(tensor_path, embeddings, delimiter="\t", fmt="%.6g")
     with open(meta_path, "w") as f:
-        f.write("label\n" + "".join(f"{int(v)}\n" for v in labels))
+        f.write("".join(f"{int(v)}\n" for v in labels))
     config = (
         "embeddings {\n  tensor_name: \"embeddings\"\n"
         f"  tensor_path: \"{os.path.basename(tensor_path)}\"\n  metadata_path: \"{os.path.basename(meta_path)}\"\n"
@@ -80,9 +88,15 @@ def write_projector(logdir, embeddings, labels, images=None):
 
 
 def _sprite(images):
+    """A square sheet of the images in row-major order (the projector's sprite index), cells
+    shrunk where the sheet would exceed ``MAX_SPRITE_SIDE``; returns it and the cell (h, w)."""
     n, h, w = images.shape[:3]
     images = np.repeat(images, 3, axis=-1) if images.shape[-1] == 1 else images
     side = int(np.ceil(np.sqrt(n)))
+    scale = min(1.0, MAX_SPRITE_SIDE / (side * h), MAX_SPRITE_SIDE / (side * w))
+    if scale < 1.0:
+        h, w = max(int(h * scale), 1), max(int(w * scale), 1)
+        images = tf.cast(tf.image.resize(images, (h, w), method="area"), tf.uint8).numpy()
     sheet = np.zeros((side * h, side * w, 3), np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, side)

@@ -14,6 +14,11 @@ Checkpoints hold the method (model, loss weights, RNG states), every optimizer, 
 the step; with the (seed, epoch)-deterministic input pipeline, ``--resume`` after a kill
 continues exactly where the run stopped (at the start of the epoch it was in).
 
+A ``--logdir`` holds one run: a new run refuses a directory that holds one (``--overwrite``
+moves it aside), and ``--resume`` continues it with its history, its best score (stored in
+``best/``) and its settings (only ``RESUME_SAFE_KEYS`` may change, recorded in config.json).
+A damaged checkpoint is named in one error line (``--resume_fallback``: the one before it).
+
 Runs count iterations too: ``--max_steps`` ends the run after that many (the last epoch may be
 partial), the rate is set before every step from the global step (``--schedule=piecewise``
 decays at iterations), and ``--eval_every_steps`` evaluates between epochs' ends as well (the
@@ -21,9 +26,11 @@ evaluations of such a run are then logged at the global step, not the epoch). ``
 starts the embedding model from an earlier run's weights, with fresh losses and optimizers.
 """
 import collections
+import glob
 import json
 import os
 import sys
+import time
 
 import keras
 import numpy as np
@@ -36,6 +43,13 @@ from dmltf.distances import l2_normalize
 from dmltf.methods.base import gradients_by_target
 from dmltf.training import summaries
 from dmltf.training.optim import GroupOptimizer
+
+NONFINITE_ACTIONS = ("stop", "skip")  # --nonfinite
+
+
+class NonFiniteError(FloatingPointError):
+    """A training step met a non-finite loss or gradient (``--nonfinite=stop``), or the model's
+    variables are non-finite at the end of an epoch; nothing non-finite was applied or saved."""
 
 
 def make_strategy(name):
@@ -124,6 +138,112 @@ def evaluate_embeddings(embeddings, labels, cfg):
                                seed=cfg.seed)
 
 
+# Settings a resumed run may change (each change is printed and recorded in config.json's
+# "resumed" list): its length, evaluation cadence and output, learning rates, schedule, weight
+# decay and clipping, and how this process runs. Every other change (method, model, losses and
+# their parameters, miner, sampler, data, seed, precision, optimizer, the metrics' definitions
+# and --best_metric, ...) would change the model, its state or what the best score measures,
+# and is refused.
+RESUME_SAFE_KEYS = frozenset({
+    "epochs", "max_steps", "max_steps_per_epoch",
+    "eval_every", "eval_every_steps", "eval_metrics", "eval_batch_size",
+    "tb_neighbours", "tb_projector_points", "export", "progress", "baselines",
+    "lr", "schedule", "lr_step_size", "lr_gamma", "lr_milestones", "lr_boundaries", "lr_warmup_epochs",
+    "group_lrs", "group_lr_multipliers", "loss_lr_multiplier", "weight_decay", "group_weight_decays",
+    "clip_grad_value", "clip_grad_norm",
+    "strategy", "cpu_replicas", "nonfinite", "init_from",
+})
+# Flags of one invocation, not of the run: never compared.
+INVOCATION_KEYS = frozenset({"logdir", "resume", "overwrite", "resume_fallback"})
+# What makes a directory a run's (TensorBoard events too: a second run would merge its curves).
+RUN_FILES = ("config.json", "history.json", "checkpoints", "best", "export", "events.out.tfevents.*")
+
+
+def holds_run(logdir):
+    return any(glob.glob(os.path.join(glob.escape(logdir), name)) for name in RUN_FILES)
+
+
+def move_aside(logdir):
+    """Renames ``logdir`` to a new sibling ``<logdir>.old-<time>``; returns that path."""
+    base = f"{os.path.normpath(logdir)}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    aside, n = base, 1
+    while os.path.exists(aside):
+        n += 1
+        aside = f"{base}-{n}"
+    os.rename(logdir, aside)
+    return aside
+
+
+def read_run_config(logdir):
+    """The config.json of the run in ``logdir`` (a ValueError if there is none)."""
+    path = os.path.join(logdir, "config.json")
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume: {logdir} holds no run to continue (no config.json); start one without --resume")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is damaged: {e}") from None
+
+
+def resume_changes(stored, cfg):
+    """{key: [old, new]} for the keys of ``RESUME_SAFE_KEYS`` that ``cfg`` changes from a run's
+    ``stored`` config; a ValueError names every other change with its old and new value."""
+    current = vars(cfg)
+    changed = {k: [stored[k], current[k]] for k in sorted((set(stored) & set(current)) - INVOCATION_KEYS)
+               if stored[k] != current[k]}
+    refused = [k for k in changed if k not in RESUME_SAFE_KEYS]
+    if refused:
+        shown = ", ".join(f"--{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
+        raise ValueError(f"--resume: {cfg.logdir} was trained with other settings that change the model, its state "
+                         f"or its scores: {shown} (resume with the run's values, or start a new run)")
+    return changed
+
+
+def read_history(logdir):
+    path = os.path.join(logdir, "history.json")
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, value, **options):
+    """Writes under a temporary name, then renames: a kill leaves the old file or the new one, never a part."""
+    partial = f"{path}.partial-{os.getpid()}"
+    try:
+        with open(partial, "w") as f:
+            json.dump(value, f, indent=1, **options)
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+def checkpoint_damage(path):
+    """None if every file of checkpoint ``path`` reads back whole (index, values and their
+    checksums), else one line: the damaged file and what is wrong."""
+    data_files = sorted(glob.glob(glob.escape(path) + ".data-*"))
+    for name, present in ((f"{path}.index", os.path.isfile(f"{path}.index")), (f"{path}.data-*", data_files)):
+        if not present:
+            return f"{name}: missing"
+    try:
+        reader = tf.train.load_checkpoint(path)
+    except tf.errors.OpError as e:
+        return f"{path}.index: {_first_line(e)}"
+    try:
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError) as e:  # IndexError: a truncated data file
+        return f"{', '.join(data_files)}: {_first_line(e)}"
+    return None
+
+
+def _first_line(error):
+    message = getattr(error, "message", None) or str(error)
+    return message.strip().splitlines()[0] if message.strip() else type(error).__name__
+
+
 class Trainer:
     """Trains ``build_method()`` on ``train_split`` and evaluates on ``eval_split``.
 
@@ -149,18 +269,80 @@ class Trainer:
             self.groups = [GroupOptimizer(g, cfg) for g in self.method.optimizer_groups()]
             self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
             self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
-        self.checkpoint = tf.train.Checkpoint(
-            method=self.method, epoch=self.epoch, step=self.step,
-            **{f"optimizer_{g.name}": g.optimizer for g in self.groups},
-        )
+            self.best_score = tf.Variable(-np.inf, dtype=tf.float64, trainable=False, name="best_score")
+        # Before anything is written: a new run refuses a --logdir holding one (or moves it aside).
+        self._stored_config, self._resume_changes = self._claim_logdir() if self.is_chief else ({}, {})
+        state = dict(method=self.method, epoch=self.epoch, step=self.step,
+                     **{f"optimizer_{g.name}": g.optimizer for g in self.groups})
+        self.checkpoint = tf.train.Checkpoint(**state)
+        # best/ records its own --best_metric score: the last checkpoint is written before its
+        # epoch's evaluation, so its copy would lag.
+        self.best_checkpoint = tf.train.Checkpoint(best_score=self.best_score, **state)
         self.manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.logdir, "checkpoints"), max_to_keep=2)
-        self.best_manager = tf.train.CheckpointManager(self.checkpoint, os.path.join(self.logdir, "best"), max_to_keep=1)
-        self.writer = tf.summary.create_file_writer(self.logdir)
+        self.best_manager = tf.train.CheckpointManager(self.best_checkpoint, os.path.join(self.logdir, "best"),
+                                                       max_to_keep=1)
+        self._writer = None
         self._step_fns = {}
         self.history = []
-        self._best = -np.inf  # of --best_metric, among this trainer's evaluations
+        self._resume_from = self._resume_checkpoint() if cfg.resume else None
         if cfg.init_from:
             self._init_from(cfg.init_from)
+
+    @property
+    def writer(self):
+        """The TensorBoard writer, created on first use: a trainer that never trains writes no files."""
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.logdir)
+        return self._writer
+
+    # -- the run directory ----------------------------------------------------------------
+    def _claim_logdir(self):
+        """Checks that this run may use ``--logdir``; returns (the stored config.json of the run
+        ``--resume`` continues, its changed safe keys {key: [old, new]}); ({}, {}) for a new run."""
+        cfg, logdir = self.cfg, self.cfg.logdir
+        if cfg.resume and cfg.overwrite:
+            raise ValueError("--resume continues the run in --logdir and --overwrite starts a new one: give one")
+        if cfg.resume:
+            stored = read_run_config(logdir)
+            changes = resume_changes(stored, cfg)
+            if changes:
+                shown = ", ".join(f"--{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
+                print(f"warning: --resume continues {logdir} with changed settings: {shown} (recorded in its "
+                      f"config.json)", flush=True)
+            return stored, changes
+        if holds_run(logdir):
+            if not cfg.overwrite:
+                raise ValueError(f"{logdir} already holds a run: continue it with --resume, or start a new one in "
+                                 f"another --logdir (or here with --overwrite, which moves the old run aside)")
+            print(f"--overwrite: moved the run in {logdir} aside to {move_aside(logdir)}", flush=True)
+        return {}, {}
+
+    def _resume_checkpoint(self):
+        """The checkpoint ``--resume`` continues from: the latest, or with ``--resume_fallback`` the
+        one before it if the latest is damaged; None before the run's first checkpoint."""
+        if self.best_manager.latest_checkpoint:  # its score is restored: a damaged one fails here, in one line
+            damage = checkpoint_damage(self.best_manager.latest_checkpoint)
+            if damage:
+                raise ValueError(f"damaged best checkpoint: {damage}")
+        newest_first = self.manager.checkpoints[::-1]
+        if not newest_first:
+            if self.is_chief:
+                print(f"--resume: no checkpoint in {self.manager.directory} yet: the run starts at epoch 1", flush=True)
+            return None
+        damage = checkpoint_damage(newest_first[0])
+        if damage is None:
+            return newest_first[0]
+        if len(newest_first) < 2:
+            raise ValueError(f"damaged checkpoint: {damage} (no earlier checkpoint to fall back to)")
+        previous = newest_first[1]
+        if not self.cfg.resume_fallback:
+            raise ValueError(f"damaged checkpoint: {damage} (--resume_fallback continues from {previous})")
+        previous_damage = checkpoint_damage(previous)
+        if previous_damage:
+            raise ValueError(f"damaged checkpoints: {damage}; and {previous_damage}")
+        if self.is_chief:
+            print(f"--resume_fallback: damaged checkpoint {damage}; continuing from {previous}", flush=True)
+        return previous
 
     # -- one training step -------------------------------------------------------------
     def _active(self, epoch):
@@ -168,7 +350,22 @@ class Trainer:
             return tuple(g for g in self.groups if g.name in self.cfg.warmup_groups)
         return tuple(self.groups)
 
+    def _checked(self, active):
+        """Names of the values a step of ``active`` checks before its update, in the order of its
+        flags: the losses the groups minimise, then each group's gradients. Under float16 loss
+        scaling, overflowed gradients are the LossScaleOptimizer's to skip (it lowers its scale):
+        only the losses are checked."""
+        losses = [f"loss {k!r}" for k in dict.fromkeys(g.loss_key for g in active)]
+        if self.cfg.precision == "mixed_float16":
+            return losses
+        return losses + [f"gradient of group {g.name!r}" for g in active]
+
     def _step_fn(self, active):
+        """The traced step of the ``active`` groups. It returns the replicas' mean losses, a flag
+        per value of ``_checked(active)`` (set where it is non-finite on any replica; then no
+        update is applied) and a flag per active group, set where the group's weights are
+        non-finite after the update (finite gradients can still overflow them, e.g. a decoupled
+        weight decay with lr x wd > 2)."""
         key = tuple(g.name for g in active)
         if key not in self._step_fns:
             scaled = self.cfg.precision == "mixed_float16"
@@ -176,6 +373,7 @@ class Trainer:
             # One backward pass per loss key; under float16 loss scaling each group's optimizer
             # has its own scale, so each group gets its own pass.
             keys = [g.name if scaled else g.loss_key for g in active]
+            loss_keys = list(dict.fromkeys(g.loss_key for g in active))
 
             def replica_step(batch):
                 with tf.GradientTape(persistent=True) as tape:
@@ -185,30 +383,47 @@ class Trainer:
                     targets = {k: g.optimizer.scale_loss(losses[g.loss_key] / replicas) for k, g in zip(keys, active)}
                 grads = gradients_by_target(tape, targets, [(k, g.group.variables) for k, g in zip(keys, active)])
                 del tape
+                values = [losses[k] for k in loss_keys] + ([] if scaled else grads)
+                return losses, grads, _nonfinite_flags(values)
+
+            def apply(grads):
                 for g, group_grads in zip(active, grads):
                     g.apply(group_grads)
-                return losses
 
             def step(dist_batch):
-                per_replica = self.strategy.run(replica_step, args=(dist_batch,))
+                losses, grads, nonfinite = self.strategy.run(replica_step, args=(dist_batch,))
+                # Each replica's gradients are its own share: any replica's flag stops the update
+                # on all of them. The cond is taken in cross-replica context, as the optimizers'
+                # merge_call requires.
+                nonfinite = self.strategy.reduce(tf.distribute.ReduceOp.SUM, nonfinite, axis=None) > 0
+                tf.cond(tf.reduce_any(nonfinite), lambda: None, lambda: self.strategy.run(apply, args=(grads,)))
+                overflowed = _nonfinite_flags([g.group.variables for g in active]) > 0
                 self.step.assign_add(1)
-                return {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica.items()}
+                means = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in losses.items()}
+                return means, nonfinite, overflowed
 
             self._step_fns[key] = tf.function(step)
         return self._step_fns[key]
 
     # -- the loop -----------------------------------------------------------------------
     def restore(self):
-        """Continue from the latest checkpoint, if any; returns the epoch to start from."""
-        if self.manager.latest_checkpoint:
-            self.checkpoint.restore(self.manager.latest_checkpoint).assert_existing_objects_matched()
+        """Continue from the checkpoint ``--resume`` chose (:meth:`_resume_checkpoint`), if any, with
+        the best score of ``best/`` and the history up to that checkpoint; returns the epoch to start from."""
+        if self._resume_from:
+            self.checkpoint.restore(self._resume_from).assert_existing_objects_matched()
+            best = self.best_manager.latest_checkpoint
+            if best:
+                tf.train.Checkpoint(best_score=self.best_score).restore(best).expect_partial()
+        # Evaluations after the checkpoint (or before the first) belong to the part of the run that is lost.
+        step = int(self.step.numpy())
+        self.history = [h for h in read_history(self.logdir) if h["step"] <= step]
         return int(self.epoch.numpy())
 
     def _init_from(self, source):
         """The embedding weights of an earlier run (:func:`load_embedding_weights`), unless
         ``--resume`` continues this one. Called on construction: a wrong source fails before training."""
-        if self.cfg.resume and self.manager.latest_checkpoint:
-            message = f"--init_from ignored: --resume continues {self.manager.latest_checkpoint}"
+        if self._resume_from:
+            message = f"--init_from ignored: --resume continues {self._resume_from}"
         else:
             loaded = load_embedding_weights(self.method.embedding_model, source)
             message = f"--init_from: embedding model weights from {loaded}"
@@ -238,21 +453,44 @@ class Trainer:
                 num_replicas=self.strategy.num_replicas_in_sync, shard=shard).take(steps),
             self.global_batch,
         )
-        step_fn = self._step_fn(self._active(epoch))
+        active = self._active(epoch)
+        step_fn, checked = self._step_fn(active), self._checked(active)
         bar = _progress(cfg, steps, epoch)
-        totals = collections.defaultdict(float)
+        # Means over the applied steps: a skipped step's losses are not the model's.
+        totals, applied, skipped = collections.defaultdict(float), 0, 0
+        means = {}
         for i, batch in enumerate(dataset):
             for g in self.groups:
                 g.set_learning_rate(cfg, epoch + i / self.steps_per_epoch, first + i)
-            losses = {k: float(v) for k, v in step_fn(batch).items()}
-            for k, v in losses.items():
-                totals[k] += v
-            if bar:
-                bar.update(i + 1, list(losses.items()))
+            losses, nonfinite, overflowed = step_fn(batch)
+            at = f"epoch {epoch + 1}, global step {first + i + 1}"
+            overflowed = [g.name for g, flag in zip(active, overflowed.numpy()) if flag]
+            if overflowed:  # an update already applied: no step to skip
+                self.writer.flush()
+                raise NonFiniteError(f"non-finite weights of group {overflowed[0]!r} after the update at {at}: no "
+                                     f"checkpoint is written after it (lower --lr or --weight_decay)")
+            bad = [name for name, flag in zip(checked, nonfinite.numpy()) if flag]
+            if bad and cfg.nonfinite != "skip":  # stop, the default
+                self.writer.flush()
+                # The first is the cause (losses come first: a non-finite loss makes its gradients so).
+                more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+                raise NonFiniteError(f"non-finite {bad[0]}{more} at {at}: the step was not applied and no checkpoint "
+                                     f"is written after it (lower --lr, set --clip_grad_norm, or --nonfinite=skip)")
+            if bad:
+                skipped += 1
+            else:
+                applied += 1
+                for k, v in losses.items():
+                    totals[k] += float(v)
+            means = {k: v / applied for k, v in totals.items()}
+            if cfg.nonfinite == "skip":
+                means["skipped_steps"] = skipped
+            if bar:  # the skip count once there is one (a Progbar shows 0 as 0.0000e+00)
+                bar.update(i + 1, [(k, v) for k, v in means.items() if k != "skipped_steps" or v])
             # An evaluation due at the epoch's last step is fit's, after the checkpoint.
             if i + 1 < steps and self._eval_due_at(first + i + 1):
-                self._evaluate_and_record(epoch, {k: v / (i + 1) for k, v in totals.items()})
-        means = {k: v / max(steps, 1) for k, v in totals.items()}
+                self._evaluate_and_record(epoch, means)
+        _check_finite_variables(self.method, epoch)
         summaries.write_scalars(self.writer, "train", means, epoch + 1)
         summaries.write_scalars(self.writer, "learning_rate", {g.name: g.learning_rate for g in self.groups}, epoch + 1)
         return means
@@ -287,22 +525,31 @@ class Trainer:
         at = step if cfg.eval_every_steps else epoch + 1  # TensorBoard step and best/ checkpoint number
         metrics = self.evaluate(at, final=final)
         self.history.append({"epoch": epoch + 1, "step": step, **train_losses, **metrics})
-        if metrics.get(cfg.best_metric, -np.inf) > self._best:
-            self._best = metrics[cfg.best_metric]
+        self._save_history()
+        if metrics.get(cfg.best_metric, -np.inf) > self.best_score.numpy():
+            self.best_score.assign(metrics[cfg.best_metric])
             self.best_manager.save(checkpoint_number=at)
         _print_metrics(f"epoch {epoch + 1}" + (f" step {step}" if cfg.eval_every_steps else ""), metrics,
                        cfg.eval_metrics)
         return metrics
 
+    def _save_history(self):
+        """history.json after every evaluation: a killed run keeps the evaluations of its checkpoints."""
+        if self.is_chief:
+            write_json(os.path.join(self.logdir, "history.json"), self.history)
+
     def fit(self):
         """Train to ``cfg.epochs`` or ``cfg.max_steps`` iterations, whichever ends first (resuming
         if asked); returns the last evaluation's metrics."""
         cfg = self.cfg
-        if self.is_chief:
-            os.makedirs(self.logdir, exist_ok=True)
-            with open(os.path.join(self.logdir, "config.json"), "w") as f:
-                json.dump(vars(cfg), f, indent=1, sort_keys=True)
         start = self.restore() if cfg.resume else 0
+        if self.is_chief:  # the run starts: its config, with what each --resume changed
+            record = dict(vars(cfg))
+            if cfg.resume:
+                record["resumed"] = [*self._stored_config.get("resumed", []),
+                                     {"epoch": start, "changed": self._resume_changes}]
+            os.makedirs(self.logdir, exist_ok=True)
+            write_json(os.path.join(self.logdir, "config.json"), record, sort_keys=True)
         metrics = {}
         for epoch in range(start, cfg.epochs):
             if not self._epoch_steps():  # a resumed run that had reached --max_steps
@@ -317,9 +564,7 @@ class Trainer:
             if last:
                 break
         self.writer.flush()
-        if self.is_chief:
-            with open(os.path.join(self.logdir, "history.json"), "w") as f:
-                json.dump(self.history, f, indent=1)
+        self._save_history()  # also for a run without evaluations
         return metrics
 
     def export(self):
@@ -428,7 +673,28 @@ def _progress(cfg, steps, epoch):
     if mode == "none":
         return None
     print(f"epoch {epoch + 1}/{cfg.epochs}")
-    return keras.utils.Progbar(steps, verbose=1 if mode == "bar" else 2)
+    # The trainer passes running means: shown as given (a Progbar average shows the last value at the end).
+    return keras.utils.Progbar(steps, verbose=1 if mode == "bar" else 2, stateless_metrics=())
+
+
+def _nonfinite_flags(values):
+    """int32 [len(values)]: 1 where the value (a tensor, or a list of gradients or variables; None
+    and IndexedSlices allowed) has a non-finite element."""
+    def all_finite(value):
+        tensors = [v.values if isinstance(v, tf.IndexedSlices) else v for v in tf.nest.flatten(value) if v is not None]
+        return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors]) if tensors else tf.constant(True)
+
+    return tf.stack([tf.cast(tf.logical_not(all_finite(v)), tf.int32) for v in values])
+
+
+def _check_finite_variables(method, epoch):
+    """Raises NonFiniteError if a variable of ``method`` is non-finite after ``epoch``: forward-pass
+    state (batch-norm statistics) is updated even by a step whose update was not applied."""
+    for v in method.variables:
+        value = keras.ops.convert_to_numpy(v)
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            raise NonFiniteError(f"non-finite variable {getattr(v, 'path', v.name)} after epoch {epoch + 1}: "
+                                 f"no checkpoint is written")
 
 
 def _print_metrics(where, metrics, names):

@@ -22,10 +22,11 @@ Example:
     [(b'train', b'images', 0, 8054), (b'train', b'targets', 0, 8054)]
 """
 import os
-import uuid
 
 import h5py
 import numpy as np
+
+from dmltf.data.writer import partial_name, remove_stale_partials
 
 SOURCES = ("images", "targets")  # sorted, as create_split_array sorts them
 IMAGE_SHAPE = (256, 256, 3)
@@ -60,9 +61,9 @@ class DvmlWriter:
         self.path = os.path.abspath(os.fspath(path))
         if os.path.lexists(self.path) and not overwrite:
             raise FileExistsError(f"{self.path} already exists; pass --overwrite to replace it")
-        parent, base = os.path.split(self.path)
-        os.makedirs(parent, exist_ok=True)
-        self._tmp = os.path.join(parent, f".{base}.partial-{uuid.uuid4().hex[:8]}")
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        remove_stale_partials(self.path)
+        self._tmp = partial_name(self.path, os.getpid())
         self._file = h5py.File(self._tmp, "w")
         self._images = self._create_images(self._file, num_examples)
         self._targets = np.zeros((num_examples, 1), np.int32)
