@@ -134,6 +134,17 @@ def save_weights_atomically(model, out_path):
             os.remove(tmp)
 
 
+def read_weights(read, path):
+    """``read(path)``; a file the reader cannot parse (truncated, another format) is one
+    WeightFileError naming it, whatever the reader's own exception."""
+    try:
+        return read(path)
+    except (WeightFileError, ImportError):
+        raise
+    except Exception as e:  # noqa: BLE001 (scipy, numpy and torch each raise their own kinds)
+        raise WeightFileError(f"{path} cannot be read by {read.__name__}: {type(e).__name__}: {e}") from None
+
+
 def convert(backbone, in_path, out_path, read, layout, sha256=None):
     """Read ``in_path``, fill the registry backbone ``backbone``, write ``out_path``.
 
@@ -146,7 +157,7 @@ def convert(backbone, in_path, out_path, read, layout, sha256=None):
         verify_sha256(in_path, sha256)
     spec = backbones.get_spec(backbone)
     model = backbones.build(backbone, (spec.image_size, spec.image_size, 3))
-    unused = assign_weights(model, read(in_path), layout, in_path)
+    unused = assign_weights(model, read_weights(read, in_path), layout, in_path)
     save_weights_atomically(model, out_path)
     return unused
 

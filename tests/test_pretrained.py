@@ -120,6 +120,20 @@ def test_wrong_checksum_stops_the_conversion(tmp_path):
     assert not any(f.endswith(".weights.h5") for f in os.listdir(tmp_path))
 
 
+@pytest.mark.parametrize("reader,suffix", [(common.read_mat, ".mat"), (common.read_state_dict, ".npz")])
+def test_an_unreadable_weight_file_is_one_error_naming_it(tmp_path, capsys, reader, suffix):
+    path = tmp_path / f"damaged{suffix}"
+    path.write_bytes(b"not a weight file")
+    out = str(tmp_path / "out.weights.h5")
+    layout = caffe_mat_layout if reader is common.read_mat else common.torch_layout
+    with pytest.raises(SystemExit) as stop:
+        common.main("test", "googlenet", reader, layout, [str(path), out])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} cannot be read by {reader.__name__}: ") and err.count("\n") == 1
+    assert not os.path.exists(out)
+
+
 def test_pth_without_torch_gives_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     with pytest.raises(ImportError, match="needs PyTorch"):
