@@ -109,6 +109,8 @@ GROUPS = {
         "tb_neighbours": (8, "Queries shown with their top-5 neighbours in TensorBoard (0: none)."),
         "tb_projector_points": (2000, "Embeddings written for the TensorBoard projector (0: none)."),
         "export": (True, "Export the embedding model (.keras and SavedModel) at the end."),
+        "verbose": (False, "Keep TensorFlow's native start-up notices on stderr (dropped by default). Read from "
+                    "the command line itself before TensorFlow starts, so a flagfile cannot set it."),
         "progress": ("auto", "bar, epoch, none; auto: a bar on a terminal, a line per epoch otherwise."),
         "baselines": (False, "Also evaluate raw pixels and the untrained model (printed in one table)."),
     },

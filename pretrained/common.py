@@ -168,6 +168,8 @@ def main(description, backbone, read, layout, argv=None):
     parser.add_argument("input", help="the reference weight file")
     parser.add_argument("output", help="the Keras weights file to write (*.weights.h5)")
     parser.add_argument("--sha256", help="expected sha256 of the input (full, or a prefix of >= 8 hex digits)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow's native start-up notices on stderr (see dmltf/startup.py)")
     args = parser.parse_args(argv)
     try:
         unused = convert(backbone, args.input, args.output, read, layout, args.sha256)

@@ -9,10 +9,15 @@ import zipfile  # noqa: E402
 
 from absl import app, flags  # noqa: E402
 
+from dmltf import startup  # noqa: E402
+
+startup.start_tensorflow()
 flags.DEFINE_string("run", "", "A train/main.py --logdir (uses its config.json and a checkpoint).")
 flags.DEFINE_enum("which", "best", ["best", "last"], "With --run: the best-metric or the last checkpoint.")
 flags.DEFINE_string("model", "", "An exported embedding_model.keras (input_spec.json beside it).")
 flags.DEFINE_integer("batch_size", 256, "Images per forward pass.")
+flags.DEFINE_bool("verbose", False, "Keep TensorFlow's native start-up notices on stderr (dropped by default; "
+                  "read from the command line itself before TensorFlow starts).")
 FLAGS = flags.FLAGS
 
 

@@ -11,6 +11,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's C++ start-up chatter
 
 from absl import app, flags, logging  # noqa: E402
 
+from dmltf import startup  # noqa: E402
+
+startup.start_tensorflow()
 import config  # noqa: E402
 
 

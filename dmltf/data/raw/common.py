@@ -310,6 +310,8 @@ def make_parser(description, dvml_layout=False, root_default=None):
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1),
                         help="image decoding threads")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--verbose", action="store_true",
+                        help="keep TensorFlow's native start-up notices on stderr (see dmltf/startup.py)")
     parser.add_argument("--skip_bad", action="store_true",
                         help="leave unreadable images out (count stored in the metadata) instead of failing")
     if dvml_layout:
