@@ -4,7 +4,6 @@
     python train/evaluate.py --model=runs/demo/export/embedding_model.keras \\
         --dataset=data/cars196.h5 --split=test --output_json=metrics.json
 """
-import json
 import os
 import sys
 
@@ -30,6 +29,7 @@ def main(argv):
     from dmltf import evaluation
     from dmltf.distances import l2_normalize
     from dmltf.training import validation
+    from dmltf.training.trainer import write_json
 
     # Mistakes in the flags fail before the embedding, not after it.
     metric_names = validation.check_metric_flag(FLAGS.metrics, "--metrics")
@@ -45,10 +45,7 @@ def main(argv):
     for name, value in metrics.items():
         print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
     if FLAGS.output_json:
-        tmp = FLAGS.output_json + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump({k: float(v) for k, v in metrics.items()}, f, indent=1)
-        os.replace(tmp, FLAGS.output_json)
+        write_json(FLAGS.output_json, {k: float(v) for k, v in metrics.items()})
 
 
 if __name__ == "__main__":

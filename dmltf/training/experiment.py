@@ -25,7 +25,7 @@ def build_trainer(cfg, strategy=None):
     keras.mixed_precision.set_global_policy("float32" if cfg.precision == "float32" else cfg.precision)
     strategy = strategy or make_strategy(cfg.strategy)
     train_split, eval_split = builders.load_splits(cfg)
-    validation.check_run(cfg, train_split, strategy)  # every configuration mistake fails before the run starts
+    validation.check_run(cfg)  # every configuration mistake fails before the run starts
     info = builders.DatasetInfo(train_split.num_classes, builders.input_shape(cfg, train_split))
     return Trainer(cfg, lambda: builders.build_method(cfg, info), train_split, eval_split,
                    sampler=builders.build_sampler(cfg), preprocessing=builders.preprocessing(cfg), strategy=strategy)

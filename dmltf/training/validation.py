@@ -7,14 +7,14 @@ of after the training or the embedding it would have spoilt; nothing is created 
 import os
 
 from dmltf import evaluation
-from dmltf.training import builders
 from dmltf.training.trainer import NONFINITE_ACTIONS
 
 
-def check_run(cfg, train_split, strategy):
-    """Raises a one-line ValueError for the first mistake of a training run of ``cfg`` on
-    ``train_split`` under ``strategy``: the non-finite action, the epochs, the metric names, the best metric, the
-    sampler's batch against the split's classes and the replicas, the logdir."""
+def check_run(cfg):
+    """Raises a one-line ValueError for the first mistake of a training run of ``cfg``: the
+    non-finite action, the epochs, the metric names, the best metric, the logdir. (The sampler's
+    batch against the split's classes and the replicas is the Trainer's first check, made
+    before it writes anything.)"""
     if cfg.nonfinite not in NONFINITE_ACTIONS:
         raise ValueError(f"--nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, got {cfg.nonfinite!r}")
     if cfg.epochs < 1:
@@ -23,7 +23,6 @@ def check_run(cfg, train_split, strategy):
     if cfg.best_metric not in metrics:
         raise ValueError(f"--best_metric={cfg.best_metric} is not among --eval_metrics ({', '.join(metrics)}), "
                          f"so no best checkpoint could be chosen")
-    builders.build_sampler(cfg).check(train_split, strategy.num_replicas_in_sync)
     check_directory(cfg.logdir, f"--logdir={cfg.logdir}", may_create=True)
 
 
