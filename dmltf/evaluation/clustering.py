@@ -2,7 +2,7 @@
 
 References: METHODS.md section 6; k-means as in Revisiting-DML ``metrics/__init__.py``
 (faiss ``Clustering``, 20 iterations, every point used: min_points_per_centroid = 1, no
-subsampling) or scikit-learn ``KMeans(random_state=seed)`` (DVML port, dml-tf, SoftTriple);
+subsampling) or scikit-learn ``KMeans`` (DVML port, dml-tf, SoftTriple; see below);
 F1 as in Revisiting-DML ``metrics/f1.py`` / GeDML ``metrics.f1_score``.
 
 * NMI = I(Y; C) / mean(H(Y), H(C)) and AMI = (I - E[I]) / (mean(H(Y), H(C)) - E[I]), both
@@ -11,6 +11,23 @@ F1 as in Revisiting-DML ``metrics/f1.py`` / GeDML ``metrics.f1_score``.
   #pairs with the same class and cluster; counted from the class x cluster contingency table,
   so it is O(N) memory. Convention where a ratio is 0/0 (no same-cluster or no same-class
   pair, e.g. all labels distinct): that ratio is 0, and F1 = 0 when P + R = 0.
+
+The k-means is chosen by one spec string, ``backend[:key=value,...]`` (``--eval_kmeans``; the
+``kmeans_backend`` of :func:`dmltf.evaluation.evaluate`):
+
+* ``faiss`` (default): ``faiss.Clustering`` with ``niter`` (20), ``nredo`` (1) and ``seed``.
+* ``sklearn``: ``sklearn.cluster.KMeans`` with any of ``n_init``, ``max_iter``, ``tol``, ``init``,
+  ``algorithm`` and ``random_state``; those not given keep the installed scikit-learn's defaults
+  (1.4+: ``n_init="auto"``, i.e. one k-means++ run, ``max_iter=300``, ``algorithm="lloyd"``).
+  Older recipes ran scikit-learn's defaults of their day, which differ: the DVML port pinned
+  scikit-learn 0.20.4 (requirements.txt), whose ``KMeans(n_clusters=98, random_state=1)``
+  (lib/evaluation.py L20) means ``n_init=10, max_iter=300, tol=1e-4, algorithm="auto"`` (elkan
+  on dense data): ``sklearn:n_init=10,max_iter=300,tol=1e-4,algorithm=elkan,random_state=1``.
+
+``seed`` (faiss) and ``random_state`` (sklearn) default to the run's ``--seed``. Example:
+
+    >>> parse_kmeans("sklearn:n_init=10,max_iter=300,random_state=1")
+    ('sklearn', {'n_init': 10, 'max_iter': 300, 'random_state': 1})
 
 Cost at SOP scale (60,000 points, ~11,000 classes and clusters): NMI and F1 take well under a
 second, AMI ~20 s (sklearn's expected mutual information loops over classes x clusters), and
@@ -24,28 +41,57 @@ from sklearn.metrics.cluster import contingency_matrix
 from dmltf.registry import Registry
 
 KMEANS_BACKENDS = ("faiss", "sklearn")
+KMEANS_PARAMETERS = {"faiss": ("niter", "nredo", "seed"),
+                     "sklearn": ("n_init", "max_iter", "tol", "init", "algorithm", "random_state")}
 FAISS_KMEANS_ITERATIONS = 20
 
 
-def check_backend(backend):
+def _value(text):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_kmeans(spec):
+    """(backend, {parameter: value}) from a k-means spec ``backend[:key=value,...]``."""
+    backend, _, rest = str(spec).partition(":")
+    backend = backend.strip()
     if backend not in KMEANS_BACKENDS:
-        raise ValueError(f"Unknown kmeans_backend {backend!r}; valid names: {', '.join(KMEANS_BACKENDS)}")
+        raise ValueError(f"Unknown kmeans_backend {backend!r} (in {spec!r}); valid names: {', '.join(KMEANS_BACKENDS)}")
+    params = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = (t.strip() for t in item.partition("="))
+        if not eq or not value or key not in KMEANS_PARAMETERS[backend]:
+            raise ValueError(f"k-means spec {spec!r}: {item!r} is not key=value with a {backend} key "
+                             f"({', '.join(KMEANS_PARAMETERS[backend])})")
+        params[key] = _value(value)
+    return backend, params
+
+
+def check_backend(backend):
+    """Raises ValueError unless ``backend`` is a valid k-means spec (see the module docstring)."""
+    parse_kmeans(backend)
 
 
 def kmeans(x, num_clusters, backend="faiss", seed=0):
-    """Cluster index of each row of float32 ``x`` [N, D] (k-means with ``num_clusters``)."""
-    check_backend(backend)
+    """Cluster index of each row of float32 ``x`` [N, D] (k-means with ``num_clusters``); ``backend``
+    is a k-means spec (see the module docstring), ``seed`` its seed unless the spec sets one."""
+    backend, params = parse_kmeans(backend)
     if not 1 <= num_clusters <= len(x):
         raise ValueError(f"num_clusters={num_clusters} must be between 1 and the {len(x)} points")
     if backend == "sklearn":
         from sklearn.cluster import KMeans
 
-        return KMeans(n_clusters=num_clusters, random_state=seed).fit_predict(x)
+        return KMeans(n_clusters=num_clusters, **{"random_state": seed, **params}).fit_predict(x)
     import faiss
 
     clustering = faiss.Clustering(x.shape[1], num_clusters)
-    clustering.niter = FAISS_KMEANS_ITERATIONS
-    clustering.seed = seed
+    clustering.niter = int(params.get("niter", FAISS_KMEANS_ITERATIONS))
+    clustering.nredo = int(params.get("nredo", 1))
+    clustering.seed = int(params.get("seed", seed))
     clustering.min_points_per_centroid = 1
     clustering.max_points_per_centroid = len(x)  # use every point, no subsampling
     clustering.train(x, faiss.IndexFlatL2(x.shape[1]))

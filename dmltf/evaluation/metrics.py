@@ -9,13 +9,22 @@ Definitions in METHODS.md section 6; the formulas are in :mod:`.retrieval` and
 * A query is "lone" when no other reference has its label (R_q = 0). Lone queries are
   excluded from every retrieval metric and counted in ``num_lone_queries``; ``num_queries``
   counts all queries. A retrieval metric with no non-lone query is NaN.
+* ``average``: ``"micro"`` (default) averages a retrieval metric over the non-lone queries;
+  ``"macro"`` averages each class's non-lone queries first, then the classes that have one,
+  unweighted (TensorFlow Similarity's ``average="macro"``). Other metrics ignore it.
+* Threshold metric ``fnmr@fmr=<FMR>`` (:mod:`.verification`): over every (query, reference)
+  pair, own entry excluded, lone queries included (their pairs are negatives).
+* Diagnostics ``dists@intra``, ``dists@inter``, ``dists@intra_over_inter``, ``rho_spectrum@K``
+  (:mod:`.diagnostics`) describe the query embeddings and labels (``distance`` euclidean or
+  cosine).
 * Clustering metrics (``nmi``, ``ami``, ``f1``) use every query, lone ones included (a lone
   label is still a class that k-means should isolate): k-means on the query embeddings (after
   L2 normalisation when ``distance="cosine"``) with k = the number of distinct query labels
   unless ``num_clusters`` is given.
-* Neighbours searched per query: the largest K of the requested recall@K, and for
-  ``r_precision``/``map@r`` max R_q (the largest class count, minus one without
-  references), capped at the number of available references. Only [chunk, k] results are held
+* Neighbours searched per query: the largest K of the requested ``recall@K`` / ``map@K`` /
+  ``ndcg@K`` / ``mrr@K``, for ``r_precision``/``map@r`` max R_q (the largest class count, minus
+  one without references), for ``mrr`` every reference; capped at the number of available
+  references (so a K beyond them is exact: the ranking has no more entries). Only [chunk, k] results are held
   at a time, so memory is O(N * D + chunk * k): no cap on k is needed for exactness. On a faiss
   GPU, a k above 1,024 makes the search run on the CPU (see :mod:`.search`).
 * Labels: any 1-D values (only equality matters); embeddings and labels may be numpy arrays
@@ -32,8 +41,12 @@ Example:
 """
 import numpy as np
 
-from dmltf.evaluation import clustering, retrieval
+from dmltf.evaluation import clustering, diagnostics, retrieval, verification
 from dmltf.evaluation.search import iter_knn, prepare_embeddings, resolve_backend, to_numpy
+
+AVERAGES = ("micro", "macro")
+# Results of a wide search are held per chunk of queries: keep a chunk's [chunk, k] near this size.
+_WIDE_SEARCH_BYTES = 64 * 2**20
 
 DEFAULT_METRICS = (
     "recall@1", "recall@2", "recall@4", "recall@8",
@@ -42,8 +55,24 @@ DEFAULT_METRICS = (
 
 
 def metric_names():
-    """Valid metric names; ``recall@K`` stands for any integer K >= 1."""
-    return ("recall@K", *retrieval.METRICS.names(), *clustering.METRICS.names())
+    """Valid metric names; ``recall@K`` (``map@K``, ``ndcg@K``, ``mrr@K``) stands for any integer
+    K >= 1, ``fnmr@fmr=<FMR>`` for a fraction FMR in [0, 1], ``rho_spectrum@K`` for K != 0."""
+    return ("recall@K", "map@K", "ndcg@K", "mrr@K", *retrieval.METRICS.names(), "fnmr@fmr=<FMR>",
+            *diagnostics.DIST_NAMES, "rho_spectrum@K", *clustering.METRICS.names())
+
+
+def lower_is_better(name):
+    """True for the metrics where smaller is better (``fnmr@fmr=``, ``dists@intra``,
+    ``dists@intra_over_inter``, ``rho_spectrum@K``): a best-checkpoint choice must minimise them."""
+    return verification.parse_fnmr(name) is not None or name in ("dists@intra", "dists@intra_over_inter") or (
+        diagnostics.is_diagnostic(name) and name.startswith("rho_spectrum@"))
+
+
+def _known(name):
+    return isinstance(name, str) and (
+        retrieval.get(name) is not None or name in clustering.METRICS or verification.parse_fnmr(name) is not None
+        or diagnostics.is_diagnostic(name)
+    )
 
 
 def check_metrics(metrics):
@@ -51,10 +80,10 @@ def check_metrics(metrics):
     if not metrics:
         raise ValueError(f"metrics is empty; valid names: {', '.join(metric_names())}")
     for name in metrics:
-        if not isinstance(name, str) or (retrieval.get(name) is None and name not in clustering.METRICS):
+        if not _known(name):
             raise ValueError(
                 f"Unknown metric {name!r}; valid names: {', '.join(metric_names())} "
-                "(recall@K with any integer K >= 1)"
+                "(recall@K, map@K, ndcg@K, mrr@K with any integer K >= 1)"
             )
     return dict.fromkeys(metrics)  # ordered, without repeats
 
@@ -82,6 +111,7 @@ def evaluate(
     kmeans_backend="faiss",
     seed=0,
     chunk_size=None,
+    average="micro",
 ):
     """Metrics of the queries ``embeddings`` [Q, D] with ``labels`` [Q] (see the module docstring).
 
@@ -91,13 +121,19 @@ def evaluate(
         distance: ``"euclidean"`` (embeddings used as given), ``"cosine"`` or ``"dot"``.
         backend: kNN backend, ``"faiss"``, ``"tf"`` or ``"auto"``.
         num_clusters: k of k-means (default: number of distinct query labels).
-        kmeans_backend: ``"faiss"`` (20 iterations, seeded) or ``"sklearn"``.
+        kmeans_backend: a k-means spec, ``"faiss"`` (20 iterations, seeded), ``"sklearn"`` or either with
+            parameters, e.g. ``"sklearn:n_init=10,max_iter=300"`` (see :mod:`.clustering`).
         chunk_size: queries searched at once (see :func:`dmltf.evaluation.knn`).
+        average: ``"micro"`` or ``"macro"`` (per-class) averaging of the retrieval metrics.
 
     Returns:
         dict with a float per requested metric, ``num_queries`` and ``num_lone_queries``.
     """
     metrics = check_metrics(metrics)
+    if average not in AVERAGES:
+        raise ValueError(f"Unknown average {average!r}; valid: {', '.join(AVERAGES)}")
+    if distance not in diagnostics.DISTANCES and any(diagnostics.is_diagnostic(name) for name in metrics):
+        raise ValueError(f"the dists@* and rho_spectrum@K diagnostics use euclidean or cosine, not {distance!r}")
     backend = resolve_backend(backend)
     clustering.check_backend(kmeans_backend)  # fail before the search, not after
     if (ref_embeddings is None) != (ref_labels is None):
@@ -128,20 +164,35 @@ def evaluate(
 
     retrieval_metrics = {name: retrieval.get(name) for name in metrics if retrieval.get(name)}
     if retrieval_metrics:
-        sums = dict.fromkeys(retrieval_metrics, 0.0)
+        per_query = {name: [] for name in retrieval_metrics}
         if valid.any():
             k = max(metric.needs_k(int(r.max())) for metric in retrieval_metrics.values())
             k = min(k, len(refs) - int(exclude_self))
-            chunks = iter_knn(queries, refs, k, exclude_self, distance, backend, chunk_size)
+            search_chunk = chunk_size
+            if search_chunk is None and k > 1024:  # e.g. mrr reads every reference
+                search_chunk = max(1, _WIDE_SEARCH_BYTES // (12 * k))
+            chunks = iter_knn(queries, refs, k, exclude_self, distance, backend, search_chunk)
             for start, _, indices in chunks:
                 rows = slice(start, start + len(indices))
                 keep = valid[rows]
                 match = ref_codes[indices[keep]] == query_codes[rows][keep][:, None]
                 for name, metric in retrieval_metrics.items():
-                    sums[name] += float(metric.per_query(match, r[rows][keep]).sum())
-        num_valid = int(valid.sum())
-        nan = float("nan")
-        results.update({name: total / num_valid if num_valid else nan for name, total in sums.items()})
+                    per_query[name].append(np.asarray(metric.per_query(match, r[rows][keep]), np.float64))
+        valid_codes = query_codes[valid]
+        for name, values in per_query.items():
+            values = np.concatenate(values) if values else np.zeros(0)
+            results[name] = _average(values, valid_codes, average)
+
+    fnmr = {name: verification.parse_fnmr(name) for name in metrics if verification.parse_fnmr(name) is not None}
+    if fnmr:
+        values = verification.fnmr_at_fmr(
+            queries, query_labels, tuple(fnmr.values()), *(() if exclude_self else (refs, ref_labels)),
+            distance=distance, chunk_size=chunk_size)
+        results.update({name: values[f] for name, f in fnmr.items()})
+
+    diagnostic_names = [name for name in metrics if diagnostics.is_diagnostic(name)]
+    if diagnostic_names:
+        results.update(diagnostics.evaluate_diagnostics(queries, query_labels, diagnostic_names, distance))
 
     clustering_metrics = [name for name in metrics if name in clustering.METRICS]
     if clustering_metrics:
@@ -153,3 +204,14 @@ def evaluate(
     results = {name: results[name] for name in metrics}
     results.update(num_queries=len(queries), num_lone_queries=int((~valid).sum()))
     return results
+
+
+def _average(values, codes, average):
+    """Mean of per-query ``values`` (NaN if none): over queries, or over classes of ``codes``."""
+    if not len(values):
+        return float("nan")
+    if average == "micro":
+        return float(values.mean())
+    _, inverse = np.unique(codes, return_inverse=True)
+    per_class = np.bincount(inverse, weights=values) / np.bincount(inverse)
+    return float(per_class.mean())

@@ -12,6 +12,21 @@ query's label, >= 1: lone queries are filtered out before) and returns one value
 * ``precision@1`` = match[0]
 * ``r_precision`` = sum(match[:R_q]) / R_q
 * ``map@r``       = (1 / R_q) sum_{i <= R_q} P@i rel(i), P@i = precision of the top i
+* ``map@K``       = (1 / R_q) sum_{i <= K} P@i rel(i)   (TensorFlow Similarity ``MapAtK``: the
+  denominator is R_q, the class's count among the references, also when K < R_q, so a perfect
+  ranking scores min(K, R_q) / R_q; OML's ``map@k`` divides by min(K, R_q) instead)
+* ``ndcg@K``      = DCG / IDCG with binary gains, DCG = sum_{i <= K} rel(i) / log2(i + 1) and
+  IDCG the DCG of the same top-K hits moved to the front (TensorFlow Similarity ``BNDCG``,
+  ``distance_threshold=inf``), 0 when no hit is in the top K. Note: this ideal ranking uses the
+  hits found, not min(K, R_q) hits, so one hit at rank K scores 1 (TFSim's definition)
+* ``mrr``         = 1 / (rank of the first relevant reference) over the whole ranking
+  (pytorch-metric-learning ``mean_reciprocal_rank`` with ``k=None``); reads every reference
+* ``mrr@K``       = the same, 0 when no relevant reference is in the top K
+
+Exact at any K: the caller passes min(needs_k, available references) columns; a K beyond that
+reads what exists (the ranking has no further entries), so ``recall@K``, ``map@K``, ``ndcg@K``
+and ``mrr@K`` with K >= the number of references equal their values at that number. Ties
+between equidistant references are ordered by the search (see :mod:`.search`).
 
 Deviations: none. Revisiting-DML's ``mAP_c`` (class-frequency cut-off) is not implemented.
 """
@@ -51,16 +66,50 @@ def map_at_r(match, r):
     return (precision_at_i * (match & _within_r(match, r))).sum(axis=1) / r
 
 
-METRICS = Registry("retrieval metric")  # recall@K, parametrised by K, is resolved by get()
+def map_at(k):
+    def per_query(match, r):
+        top = match[:, :k]
+        precision_at_i = np.cumsum(top, axis=1) / np.arange(1, top.shape[1] + 1)
+        return (precision_at_i * top).sum(axis=1) / r
+
+    return RetrievalMetric(per_query, lambda max_r: k)
+
+
+def ndcg_at(k):
+    def per_query(match, r):
+        top = match[:, :k]
+        discount = 1.0 / np.log2(np.arange(2, top.shape[1] + 2))
+        dcg = (top * discount).sum(axis=1)
+        ideal = np.concatenate([[0.0], np.cumsum(discount)])[top.sum(axis=1)]  # the hits at the front
+        return np.divide(dcg, ideal, out=np.zeros(len(top)), where=ideal > 0)
+
+    return RetrievalMetric(per_query, lambda max_r: k)
+
+
+def _reciprocal_rank(match):
+    first = np.argmax(match, axis=1)
+    return np.where(match.any(axis=1), 1.0 / (first + 1), 0.0)
+
+
+def mrr_at(k):
+    return RetrievalMetric(lambda match, r: _reciprocal_rank(match[:, :k]), lambda max_r: k)
+
+
+ALL = np.iinfo(np.int64).max  # needs_k of a metric that reads the whole ranking (capped by the caller)
+
+METRICS = Registry("retrieval metric")  # recall@K, map@K, ndcg@K and mrr@K are resolved by get()
 METRICS.add("precision@1", RetrievalMetric(precision_at_1, lambda max_r: 1))
 METRICS.add("r_precision", RetrievalMetric(r_precision, lambda max_r: max_r))
 METRICS.add("map@r", RetrievalMetric(map_at_r, lambda max_r: max_r))
+METRICS.add("mrr", RetrievalMetric(lambda match, r: _reciprocal_rank(match), lambda max_r: ALL))
 RECALL_PATTERN = re.compile(r"recall@([1-9][0-9]*)")
+PARAMETRISED = {"recall": recall_at, "map": map_at, "ndcg": ndcg_at, "mrr": mrr_at}  # <name>@K, K >= 1
+PARAMETRISED_PATTERN = re.compile(r"(recall|map|ndcg|mrr)@([1-9][0-9]*)")
 
 
 def get(name):
     """The :class:`RetrievalMetric` called ``name``, or None if it is not a retrieval metric."""
-    recall = RECALL_PATTERN.fullmatch(name)
-    if recall:
-        return recall_at(int(recall.group(1)))
+    parametrised = PARAMETRISED_PATTERN.fullmatch(name)
+    if parametrised:
+        return PARAMETRISED[parametrised.group(1)](int(parametrised.group(2)))
     return METRICS.lookup(name) if name in METRICS else None
