@@ -53,10 +53,13 @@ GROUPS = {
         "miner": ("", "Miner for pair-based losses (dmltf.miners); empty: the loss's default."),
         "distance": ("", "Distance for pair-based losses; empty: the loss's default."),
         "reduction": ("", "mean, mean_nonzero or sum; empty: the loss's default."),
-        "loss_lr_multiplier": (0.0, "Learning-rate multiplier of the loss's weights; 0: the reference's "
-                               "(freeze them with --group_lrs=loss:0)."),
+        "loss_lr_multiplier": ("", "Learning-rate multiplier of the loss's weights (proxies, centres): a number "
+                               "is used as is (0 freezes them); empty: the loss's reference multiplier "
+                               "(e.g. 100 for proxy losses)."),
         "proxy_initializer": ("", "Initialiser of proxies/class weights; empty: the loss's default."),
         "proxy_ortho_weight": (0.0, "Weight of dml-tf's proxy orthogonality regulariser (proxy losses)."),
+        "loss_scope": ("global", "global: the loss of the global batch, gathered across replicas (as one device); "
+                       "replica: each replica's loss on its own share, averaged (PaddlePaddle's per-GPU losses)."),
     },
     "optim": {
         "optimizer": ("adamw", "adam, adamw or sgd."),
@@ -80,8 +83,12 @@ GROUPS = {
         "lr_warmup_epochs": (0.0, "Linear learning-rate warm-up length in epochs."),
         "warmup_epochs": (0, "Epochs during which only --warmup_groups train."),
         "warmup_groups": (["head", "loss"], "Groups trained during the warm-up epochs."),
-        "clip_grad_value": (0.0, "Clip each gradient element to +-value (0: off)."),
-        "clip_grad_norm": (0.0, "Clip each group's gradient global norm (0: off)."),
+        "lr_schedule_after_warmup": (False, "The schedule counts epochs from the end of --warmup_epochs (GeDML "
+                                     "steps no scheduler during its warm-up); otherwise from the start."),
+        "clip_grad_value": (0.0, "Clip each element of a group's global-batch gradient to +-value (0: off)."),
+        "clip_grad_norm": (0.0, "Clip the global norm of each group's global-batch gradient (0: off)."),
+        "clip_grad_steps": (0, "Clip only at the first N iterations of the run (0: at every one). GeDML's "
+                            "clipper clips once (1): its parameter generator is exhausted by the first call."),
     },
     "train": {
         "epochs": (30, "Training epochs."),
@@ -105,10 +112,26 @@ GROUPS = {
                           "map@r", "nmi", "ami", "f1"], "Metrics (dmltf.evaluation)."),
         "eval_distance": ("euclidean", "kNN distance for evaluation: euclidean or cosine."),
         "eval_l2_normalize": (True, "L2-normalise embeddings before evaluation."),
+        "eval_kmeans": ("faiss", "k-means of the clustering metrics (nmi, ami, f1): backend[:key=value,...], faiss "
+                        "(niter=20, nredo, seed) or sklearn (n_init, max_iter, tol, init, algorithm, random_state; "
+                        "unset: the installed scikit-learn's defaults); seeds default to --seed. See "
+                        "dmltf/evaluation/clustering.py."),
         "best_metric": ("map@r", "Metric that selects the best checkpoint."),
         "tb_neighbours": (8, "Queries shown with their top-5 neighbours in TensorBoard (0: none)."),
         "tb_projector_points": (2000, "Embeddings written for the TensorBoard projector (0: none)."),
         "export": (True, "Export the embedding model (.keras and SavedModel) at the end."),
+        "checkpoint_every": (1, "Write the training checkpoint every N epochs, i.e. every N x steps-per-epoch "
+                             "iterations (the sampler's epoch or --max_steps_per_epoch; inside epochs: "
+                             "--checkpoint_every_steps); the last epoch's and the best (best/) are always kept; --resume "
+                             "continues from the latest written, repeating the epochs after it exactly."),
+        "checkpoint_every_steps": (0, "If > 0, also write the training checkpoint every N iterations inside epochs "
+                                   "(numbered by global step); --resume continues an epoch with its next batch."),
+        "early_stop_patience": (0, "Stop when --best_metric has not improved for N consecutive evaluations "
+                                "(checked at epoch ends; GeDML's manager: 10 or 15 on recall@1); 0: off."),
+        "save_embeddings": (False, "Write the final evaluation's embeddings and labels to <logdir>/embeddings.h5 "
+                            "(the format of train/infer.py's .h5 output)."),
+        "threads": (0, "TensorFlow's intra-op and inter-op thread counts (0: TensorFlow's default, all cores); "
+                    "set before TensorFlow starts its runtime."),
         "verbose": (False, "Keep TensorFlow's native start-up notices on stderr (dropped by default). Read from "
                     "the command line itself before TensorFlow starts, so a flagfile cannot set it."),
         "progress": ("auto", "bar, epoch, none; auto: a bar on a terminal, a line per epoch otherwise."),
@@ -132,10 +155,18 @@ def all_flags():
 
 
 def coerce(value, default):
-    """A flag value in its default's type: list elements of a tuple/list default of numbers
-    (absl's list flags hold strings) become numbers."""
+    """A flag value in its default's type, as absl parses a flagfile's text: a string for a bool,
+    int or float flag is parsed (``"true"``, ``"0"``, ``"1e-4"``), a string for a list flag is
+    split at commas (``"a,b"`` -> ``["a", "b"]``), and list elements of a tuple/list default of
+    numbers (absl's list flags hold strings) become numbers."""
+    if isinstance(value, str) and isinstance(default, bool):
+        if value.lower() not in ("true", "false", "1", "0"):
+            raise ValueError(f"expected true or false, got {value!r}")
+        return value.lower() in ("true", "1")
+    if isinstance(value, str) and isinstance(default, (int, float)):
+        return type(default)(value)
     if isinstance(default, (list, tuple)):
-        value = list(value)
+        value = [v for v in value.split(",") if v] if isinstance(value, str) else list(value)
         kinds = {type(v) for v in default}
         if kinds and kinds <= {int, float}:
             kind = float if float in kinds else int

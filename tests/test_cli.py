@@ -26,18 +26,20 @@ def trained(tmp_path_factory):
     logdir = tmp_path_factory.mktemp("run")
     cfg = config.make(dataset="digits", embedding_dim=16, classes_per_batch=10, samples_per_class=4, epochs=1,
                       max_steps_per_epoch=5, eval_every=1, progress="none", tb_neighbours=0, tb_projector_points=0,
-                      logdir=str(logdir), eval_metrics=["recall@1", "map@r"])
+                      logdir=str(logdir), eval_metrics=["recall@1", "map@r", "nmi"], seed=3,
+                      eval_kmeans="sklearn:n_init=2,max_iter=50")
     trainer, rows = run(cfg)
     return logdir, rows[-1][1], trainer
 
 
 def test_evaluate_run_and_export_reproduce_the_training_metrics(trained, tmp_path):
     logdir, metrics, _ = trained
-    out = script("evaluate.py", f"--run={logdir}", "--metrics=recall@1,map@r", f"--output_json={tmp_path / 'm.json'}")
+    out = script("evaluate.py", f"--run={logdir}", "--metrics=recall@1,map@r,nmi", f"--output_json={tmp_path / 'm.json'}")
     assert out.returncode == 0, out.stderr[-2000:]
     saved = json.load(open(tmp_path / "m.json"))
-    assert saved["recall@1"] == pytest.approx(metrics["recall@1"], abs=1e-6)
-    assert saved["map@r"] == pytest.approx(metrics["map@r"], abs=1e-6)
+    # The clustering metric too: the run's k-means (--eval_kmeans) and seed.
+    for name in ("recall@1", "map@r", "nmi"):
+        assert saved[name] == pytest.approx(metrics[name], abs=1e-6), name
     assert "map@r" in out.stdout
     # The exported model evaluated on a stored dataset needs --dataset: a clear error without it.
     out = script("evaluate.py", f"--model={logdir / 'export' / 'embedding_model.keras'}")

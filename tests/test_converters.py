@@ -526,3 +526,96 @@ def test_dvml_layout_resizes_like_opencv_when_installed(tmp_path, capsys):
             rgb = cv2.cvtColor(cv2.imread(record[0], cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
             want = np.transpose(cv2.resize(rgb, (256, 256)), (2, 0, 1))
             assert np.array_equal(f["images"][i], want), record[0]
+
+
+# -- channels, native size and notices (issue 18 item 1) ---------------------------------------
+def make_png_tree(root, size=(28, 28), mode="L", odd=None):
+    """ROOT/{train,test}/<class>/<k>.png of ``mode`` images of ``size`` (W, H); ``odd``: (path
+    suffix, size) of one image of another size. Returns {split: [(path, label), ...]} in stored order."""
+    records = {"train": [], "test": []}
+    for label, (split, name) in enumerate((("train", "a"), ("train", "b"), ("test", "c"), ("test", "d"))):
+        for k in range(2):
+            path = os.path.join(root, split, name, f"{k}.png")
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            this = odd[1] if odd and path.endswith(odd[0]) else size
+            Image.fromarray(raw.image_pixels(3 * label + k, this)).convert(mode).save(path, format="PNG")
+            records[split].append((path, label))
+    return records
+
+
+def test_grayscale_tree_converts_to_native_grayscale_raw(tmp_path, capsys):
+    records = make_png_tree(str(tmp_path / "f"))
+    out = tmp_path / "g.h5"
+    code, _, err = run(folder.main, ["--root", tmp_path / "f", "--output", out, "--encoding", "raw"], capsys)
+    assert code == 0, err
+    ds = open_dataset(str(out))
+    assert ds.metadata["channels"] == 1 and ds.metadata["resize"] == "none"
+    for name, recs in records.items():
+        split = ds.split(name)
+        assert split.image_shape == (28, 28, 1)
+        for image, (path, _) in zip(split.read(0, split.num_examples), recs):
+            assert np.array_equal(image[..., 0], np.asarray(Image.open(path)))
+    assert "note:" not in err  # nothing upscaled, nothing re-encoded
+
+
+def test_channels_flag_overrides_the_images(tmp_path, capsys):
+    gray = make_png_tree(str(tmp_path / "gray"))
+    rgb = make_png_tree(str(tmp_path / "rgb"), mode="RGB")
+    for root, channels, recs in ((tmp_path / "gray", 3, gray), (tmp_path / "rgb", 1, rgb)):
+        out = tmp_path / f"{channels}.h5"
+        code, _, err = run(folder.main, ["--root", root, "--output", out, "--encoding", "raw",
+                                         "--channels", channels], capsys)
+        assert code == 0, err
+        split = open_dataset(str(out)).split("train")
+        assert split.image_shape == (28, 28, channels)
+        want = np.asarray(Image.open(recs["train"][0][0]).convert("RGB" if channels == 3 else "L"))
+        assert np.array_equal(split.read(0, 1)[0].reshape(want.shape), want)
+    # An RGB tree keeps 3 channels by default.
+    code, _, err = run(folder.main, ["--root", tmp_path / "rgb", "--output", tmp_path / "d.h5", "--encoding", "raw"],
+                       capsys)
+    assert code == 0 and open_dataset(str(tmp_path / "d.h5")).split("test").image_shape == (28, 28, 3)
+
+
+def test_raw_native_size_names_the_first_image_of_another_shape(tmp_path, capsys):
+    make_png_tree(str(tmp_path / "f"), odd=(os.path.join("c", "1.png"), (30, 28)))
+    out = tmp_path / "o.h5"
+    code, _, err = run(folder.main, ["--root", tmp_path / "f", "--output", out, "--encoding", "raw",
+                                     "--resize", "none"], capsys)
+    assert code == 1 and not os.path.exists(out)
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("error: --encoding raw stores one image shape per split")
+    assert f"{os.path.join('test', 'c', '1.png')} is 30x28" in line and "0.png 28x28" in line
+    # --resize square makes them one shape.
+    code, _, err = run(folder.main, ["--root", tmp_path / "f", "--output", out, "--encoding", "raw",
+                                     "--resize", "square", "--size", 28], capsys)
+    assert code == 0 and open_dataset(str(out)).split("test").image_shape == (28, 28, 1)
+
+
+def test_defaults_say_they_upscale_and_reencode(tmp_path, capsys):
+    make_png_tree(str(tmp_path / "f"), mode="RGB")
+    code, _, err = run(folder.main, ["--root", tmp_path / "f", "--output", tmp_path / "j.h5"], capsys)
+    assert code == 0, err
+    notes = [line for line in err.splitlines() if line.startswith("note:")]
+    assert len(notes) == 2, err
+    assert "8 of 8 images are upscaled" in notes[0] and "28x28 -> 256x256" in notes[0]
+    assert "8 PNG image(s)" in notes[1] and "re-encoded as JPEG" in notes[1]
+    # Images at or above the size: no upscale note.
+    code, _, err = run(folder.main, ["--root", tmp_path / "f", "--output", tmp_path / "k.h5", "--size", 20], capsys)
+    assert code == 0 and "upscaled" not in err and "re-encoded as JPEG" in err
+
+
+def test_grayscale_jpeg_split_reads_one_channel(tmp_path, capsys):
+    make_png_tree(str(tmp_path / "f"))
+    out = tmp_path / "j.h5"
+    code, _, err = run(folder.main, ["--root", tmp_path / "f", "--output", out, "--resize", "none"], capsys)
+    assert code == 0, err
+    split = open_dataset(str(out)).split("train")
+    assert split.image_shape == (28, 28, 1)
+    assert Image.open(io.BytesIO(bytes(split.read(0, 1)[0]))).mode == "L"
+
+
+def test_dvml_layout_rejects_one_channel(raw_root, tmp_path, capsys):
+    root, _ = raw_root
+    code, _, err = run(cars196.main, ["--root", root / "cars", "--output", tmp_path / "d.h5", "--layout", "dvml",
+                                      "--channels", "1"], capsys)
+    assert code == 1 and "--layout dvml fixes --channels 3" in err

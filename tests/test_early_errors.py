@@ -64,6 +64,8 @@ def error_line(result):
 @pytest.mark.parametrize("overrides, message", [
     ({"eval_metrics": ["recall@1", "bogus"]}, "--eval_metrics: Unknown metric 'bogus'"),
     ({"eval_metrics": ["recall@1"], "best_metric": "nmi"}, "--best_metric=nmi is not among --eval_metrics (recall@1)"),
+    ({"eval_metrics": ["recall@1", "fnmr@fmr=0.01"], "best_metric": "fnmr@fmr=0.01"},
+     "--best_metric=fnmr@fmr=0.01 is better when lower"),
     ({"epochs": 0}, "--epochs must be >= 1, got 0"),
     ({"classes_per_batch": 11}, "classes_per_batch=11 exceeds the 10 classes"),
 ])
@@ -209,3 +211,23 @@ def test_entry_point_errors_are_one_line(entry_points, case):
     result, message, absent = entry_points[case]
     assert error_line(result).startswith(f"error: {message}")
     assert not [p for p in absent if os.path.exists(p)]
+
+
+def test_a_damaged_run_file_is_named(tmp_path):
+    """config.json, history.json and an export's input_spec.json that do not parse are one
+    ValueError naming the file (train/cli.run prints it as one error line)."""
+    from dmltf.training import inference
+    from dmltf.training.trainer import read_history
+
+    (tmp_path / "config.json").write_text('{"dataset": "digi')
+    with pytest.raises(ValueError, match="^" + re.escape(f"{tmp_path / 'config.json'} is damaged: ")):
+        inference.from_run(str(tmp_path))
+    (tmp_path / "history.json").write_bytes(b"\xff\xfe[")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{tmp_path / 'history.json'} is damaged: ")):
+        read_history(str(tmp_path))
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "embedding_model.keras").write_bytes(b"")
+    (export / "input_spec.json").write_text("[1, 2")
+    with pytest.raises(ValueError, match="^" + re.escape(f"{export / 'input_spec.json'} is damaged: ")):
+        inference.from_export(str(export / "embedding_model.keras"))

@@ -89,3 +89,27 @@ def test_the_cases_cover_the_registries():
     ids = {p.id for p in CASES}
     assert {f"method={m}" for m in methods.names()} <= ids and "method=toy" in ids
     assert "miner=distance_weighted" in ids
+
+
+def killed_after_a_checkpoint_inside_epoch_2(logdir, flags):
+    """--checkpoint_every_steps=2 with 3 steps an epoch: a checkpoint after step 4 (epoch 2's first),
+    then the process dies after step 5; the resume continues epoch 2 with its second batch."""
+    killed = trainer_for(logdir, flags, epochs=1)
+    killed.fit()
+    killed.cfg.max_steps = killed.steps_per_epoch + 2
+    killed.train_epoch(1)
+    assert int(killed.step.numpy()) == 5 and killed.manager.latest_checkpoint.endswith("ckpt-4")
+
+
+@pytest.mark.parametrize("flags", [dict(method="metric_learner"), dict(method="dvml", **METHOD_FLAGS["dvml"]),
+                                   dict(loss="margin", miner="distance_weighted")], ids=["metric_learner", "dvml", "miner"])
+def test_a_checkpoint_inside_an_epoch_resumes_exactly(tmp_path, uninterrupted, flags):
+    flags = {**flags, "checkpoint_every_steps": 2}
+    expected = uninterrupted(flags)
+    killed_after_a_checkpoint_inside_epoch_2(tmp_path, flags)
+    resumed = trainer_for(tmp_path, flags, resume=True)
+    assert resumed.restore() == 1 and int(resumed.step.numpy()) == 4
+    resumed.fit()
+    got = state(resumed)
+    for (name, want), (_, value) in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(value, want, err_msg=name)

@@ -31,10 +31,17 @@ def define_flags():
             flags.DEFINE_string(name, default, help_text)
 
 
-def configure_devices(cpu_replicas):
-    """Must run before TensorFlow initialises its devices."""
+def configure_devices(cpu_replicas, threads=0):
+    """Must run before TensorFlow initialises its devices (``--cpu_replicas``) and its runtime
+    (``--threads``, :func:`dmltf.training.trainer.configure_threads`)."""
     import tensorflow as tf
 
+    from dmltf.training.trainer import configure_threads
+
+    configure_threads(threads)
+    if threads:
+        print(f"threads: {tf.config.threading.get_intra_op_parallelism_threads()} intra-op, "
+              f"{tf.config.threading.get_inter_op_parallelism_threads()} inter-op", flush=True)
     if cpu_replicas > 1:
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpu_replicas)
@@ -45,7 +52,10 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     cfg = config.make(**{name: flags.FLAGS[name].value for name in config.all_flags()})
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint/export chatter
-    configure_devices(cfg.cpu_replicas)
+    try:
+        configure_devices(cfg.cpu_replicas, cfg.threads)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     from dmltf.training.experiment import build_trainer, format_table, run
     from dmltf.training.trainer import NonFiniteError
 
@@ -59,6 +69,7 @@ def main(argv):
         sys.exit(f"error: {e}")
     if trainer.is_chief:
         print(format_table(rows, cfg.eval_metrics))
+        print(f"training time: {trainer.training_seconds:.1f} s")
         print(f"TensorBoard: tensorboard --logdir {cfg.logdir}")
 
 

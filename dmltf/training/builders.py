@@ -28,9 +28,6 @@ from dmltf.data import samplers
 from dmltf.models import backbones, synchronize_batchnorm
 from dmltf.registry import constructor_parameters, hyperparameters
 
-# Crop size of each augmentation preset when --image_size is 0.
-PRESET_SIZES = {"dmltf": 224, "torch_imagenet": 224, "dvml": 227}
-
 # Constructor parameters with a shared flag, or set by the builders, per family.
 LOSS_SHARED = {"num_classes", "embedding_dim", "distance", "miner", "reduction", "lr_multiplier", "initializer",
                "ortho_weight", "name", "dtype"}
@@ -118,7 +115,8 @@ def load_splits(cfg):
 
 
 def input_shape(cfg, split):
-    size = cfg.image_size or PRESET_SIZES.get(cfg.augmentation)
+    preset = data.augmentation.AUGMENTATIONS.lookup(cfg.augmentation).default_size  # a cropping preset's size
+    size = cfg.image_size or (preset[0] if preset else None)
     channels = data.preprocessing.output_channels(preprocessing(cfg), split.image_shape[-1] if split.image_shape else 3)
     if size:
         return (size, size, channels)
@@ -161,10 +159,29 @@ def build_loss(cfg, name, num_classes, embedding_dim, prefix=""):
             kwargs["distance"] = flag("distance")
     shared = {"num_classes": num_classes, "embedding_dim": embedding_dim, "initializer": flag("proxy_initializer"),
               "ortho_weight": flag("proxy_ortho_weight"), "reduction": flag("reduction"),
-              "lr_multiplier": flag("loss_lr_multiplier")}
+              "lr_multiplier": lr_multiplier(flag("loss_lr_multiplier"), f"--{prefix}loss_lr_multiplier")}
     accepted = set(constructor_parameters(cls))
-    kwargs.update({k: v for k, v in shared.items() if k in accepted and v})
+    given = lambda k, v: v is not None if k == "lr_multiplier" else bool(v)  # noqa: E731  (0 freezes)
+    kwargs.update({k: v for k, v in shared.items() if k in accepted and given(k, v)})
     return cls(**kwargs)
+
+
+def lr_multiplier(value, flag="--loss_lr_multiplier"):
+    """A ``--loss_lr_multiplier`` value: None (empty: the loss's reference multiplier, e.g. 100
+    for proxy losses) or the number given, used as is (0 freezes the loss's weights).
+
+    >>> lr_multiplier(""), lr_multiplier("0"), lr_multiplier(2.5)
+    (None, 0.0, 2.5)
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"{flag}={value!r}: expected a number, or empty for the loss's reference multiplier") from None
+    if not np.isfinite(number) or number < 0:
+        raise ValueError(f"{flag}={value!r}: expected a finite number >= 0 (0 freezes the loss's weights)")
+    return number
 
 
 def build_sampler(cfg):

@@ -2,7 +2,6 @@
 (its ``config.json`` and a checkpoint) or from an exported ``.keras`` model (with the
 ``input_spec.json`` written beside it).
 """
-import json
 import os
 import types
 
@@ -12,7 +11,7 @@ import tensorflow as tf
 
 import dmltf.models  # noqa: F401  (registers the custom layers a saved model may hold)
 from dmltf import data
-from dmltf.training.trainer import embed_batches
+from dmltf.training.trainer import embed_batches, read_json
 
 
 class NonFiniteEmbeddings(ValueError):
@@ -58,8 +57,7 @@ def from_run(run_dir, which="best", batch_size=256, defaults=None):
     cfg_path = os.path.join(run_dir, "config.json")
     if not os.path.exists(cfg_path):
         raise FileNotFoundError(f"{cfg_path} not found: --run must be a train/main.py --logdir")
-    with open(cfg_path) as f:
-        stored = json.load(f)
+    stored = read_json(cfg_path)
     cfg = types.SimpleNamespace(**{**(defaults or {}), **stored})
     folder = os.path.join(run_dir, "best" if which == "best" else "checkpoints")
     path = tf.train.latest_checkpoint(folder)
@@ -82,8 +80,7 @@ def from_export(model_path, batch_size=256):
     spec_path = os.path.join(os.path.dirname(model_path), "input_spec.json")
     if not os.path.exists(spec_path):
         raise FileNotFoundError(f"{spec_path} not found: it records the preprocessing the model expects")
-    with open(spec_path) as f:
-        spec = types.SimpleNamespace(**json.load(f))
+    spec = types.SimpleNamespace(**read_json(spec_path))
     model = keras.saving.load_model(model_path)
     return Embedder(lambda x: model(x, training=False), spec.augmentation, spec.preprocessing, spec.image_size,
                     spec.input_shape, batch_size, source=f"model {model_path}")

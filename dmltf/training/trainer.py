@@ -24,6 +24,16 @@ partial), the rate is set before every step from the global step (``--schedule=p
 decays at iterations), and ``--eval_every_steps`` evaluates between epochs' ends as well (the
 evaluations of such a run are then logged at the global step, not the epoch). ``--init_from``
 starts the embedding model from an earlier run's weights, with fresh losses and optimizers.
+
+Each epoch logs one line (the mean of each loss part, images/s, its seconds and the run's
+training time) and adds a record to ``history.json`` (see :meth:`Trainer._save_history`).
+``--checkpoint_every`` thins the epoch-end checkpoints (the last epoch's is always written, and
+``best/`` whenever --best_metric improves) and ``--checkpoint_every_steps`` adds checkpoints inside
+epochs (numbered by global step); ``--resume`` continues from the latest one written, inside an
+epoch with its next batch.
+``--early_stop_patience`` ends the run at the end of an epoch once --best_metric has not improved
+for that many evaluations (the count is rebuilt from the history on --resume).
+``--save_embeddings`` writes the last evaluation's embeddings (:func:`write_embeddings`).
 """
 import collections
 import glob
@@ -40,7 +50,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 from dmltf import data, evaluation
 from dmltf.data.images import decode_jpeg
 from dmltf.distances import l2_normalize
-from dmltf.methods.base import gradients_by_target
+from dmltf.methods.base import gradients_by_target, loss_scope
 from dmltf.training import summaries
 from dmltf.training.optim import GroupOptimizer
 
@@ -135,7 +145,7 @@ def evaluate_embeddings(embeddings, labels, cfg):
     if cfg.eval_l2_normalize:
         embeddings = keras.ops.convert_to_numpy(l2_normalize(embeddings))
     return evaluation.evaluate(embeddings, labels, metrics=tuple(cfg.eval_metrics), distance=cfg.eval_distance,
-                               seed=cfg.seed)
+                               kmeans_backend=cfg.eval_kmeans, seed=cfg.seed)
 
 
 # Settings a resumed run may change (each change is printed and recorded in config.json's
@@ -150,9 +160,13 @@ RESUME_SAFE_KEYS = frozenset({
     "tb_neighbours", "tb_projector_points", "export", "progress", "baselines",
     "lr", "schedule", "lr_step_size", "lr_gamma", "lr_milestones", "lr_boundaries", "lr_warmup_epochs",
     "group_lrs", "group_lr_multipliers", "loss_lr_multiplier", "weight_decay", "group_weight_decays",
-    "clip_grad_value", "clip_grad_norm",
+    "clip_grad_value", "clip_grad_norm", "clip_grad_steps", "lr_schedule_after_warmup",
     "strategy", "cpu_replicas", "nonfinite", "init_from",
+    "threads", "checkpoint_every", "checkpoint_every_steps", "early_stop_patience", "save_embeddings",
 })
+# Keys of a history.json record that time an epoch (not in ``Trainer.history``, the evaluations).
+TIMING_KEYS = ("images_per_s", "epoch_seconds", "elapsed_seconds")
+EMBEDDINGS_FILE = "embeddings.h5"
 # Flags of one invocation, not of the run: never compared.
 INVOCATION_KEYS = frozenset({"logdir", "resume", "overwrite", "resume_fallback"})
 # What makes a directory a run's (TensorBoard events too: a second run would merge its curves).
@@ -179,10 +193,16 @@ def read_run_config(logdir):
     path = os.path.join(logdir, "config.json")
     if not os.path.isfile(path):
         raise ValueError(f"--resume: {logdir} holds no run to continue (no config.json); start one without --resume")
+    return read_json(path)
+
+
+def read_json(path):
+    """The JSON file a run wrote (config.json, history.json, input_spec.json); a damaged one is
+    a ValueError naming it."""
     try:
         with open(path) as f:
             return json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{path} is damaged: {e}") from None
 
 
@@ -191,7 +211,7 @@ def resume_changes(stored, cfg):
     ``stored`` config; a ValueError names every other change with its old and new value."""
     current = vars(cfg)
     changed = {k: [stored[k], current[k]] for k in sorted((set(stored) & set(current)) - INVOCATION_KEYS)
-               if stored[k] != current[k]}
+               if stored[k] != current[k] and not _legacy_same(k, stored[k], current[k])}
     refused = [k for k in changed if k not in RESUME_SAFE_KEYS]
     if refused:
         shown = ", ".join(f"--{k} {changed[k][0]!r} -> {changed[k][1]!r}" for k in refused)
@@ -200,12 +220,74 @@ def resume_changes(stored, cfg):
     return changed
 
 
+def _legacy_same(key, stored, current):
+    """Whether an older run's stored value means the current one: before issue 18,
+    ``--loss_lr_multiplier=0`` meant the loss's reference multiplier, now the empty value."""
+    return key.endswith("loss_lr_multiplier") and stored == 0 and not isinstance(stored, bool) and current == ""
+
+
 def read_history(logdir):
     path = os.path.join(logdir, "history.json")
     if not os.path.isfile(path):
         return []
-    with open(path) as f:
-        return json.load(f)
+    return read_json(path)
+
+
+def evaluations(records):
+    """The evaluation records of a history.json list, without the epoch timing keys: every
+    record but an epoch end without an evaluation (``"evaluated": false``)."""
+    return [{k: v for k, v in r.items() if k not in TIMING_KEYS} for r in records if r.get("evaluated", True)]
+
+
+def evaluations_since_best(history, metric):
+    """Consecutive evaluations at the end of ``history`` in which ``metric`` did not improve on
+    the best before it (the early-stop count; an evaluation without it does not improve)."""
+    best, since = -np.inf, 0
+    for record in history:
+        if record.get(metric, -np.inf) > best:
+            best, since = record[metric], 0
+        else:
+            since += 1
+    return since
+
+
+def configure_threads(threads):
+    """``--threads``: TensorFlow's intra-op and inter-op thread counts (0 keeps TensorFlow's
+    default). Must run before TensorFlow initialises its runtime (its first op or device query)."""
+    if threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0: TensorFlow's default), got {threads}")
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as e:
+        raise ValueError(f"--threads={threads}: TensorFlow's runtime is already initialised ({_first_line(e)}); "
+                         f"set it before the first TensorFlow operation") from None
+
+
+def write_embeddings(path, embeddings, labels, **attrs):
+    """Writes ``path`` (HDF5, under a temporary name, then renamed: a kill leaves no part):
+
+    ``embeddings``  float32 [N, D], the embedding model's outputs (before the evaluation's
+                    --eval_l2_normalize), in the order of the split's rows
+    ``labels``      int64 [N], the split's class ids
+    attributes      ``attrs`` (epoch, step, split, ...)
+
+    The datasets are those of ``train/infer.py --output=X.h5`` for a dataset split."""
+    import h5py
+
+    partial = f"{path}.partial-{os.getpid()}"
+    try:
+        with h5py.File(partial, "w") as f:
+            f["embeddings"] = np.asarray(embeddings, np.float32)
+            f["labels"] = np.asarray(labels, np.int64)
+            for k, v in attrs.items():
+                f.attrs[k] = v
+        os.replace(partial, path)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
 
 
 def write_json(path, value, **options):
@@ -254,6 +336,9 @@ class Trainer:
     def __init__(self, cfg, build_method, train_split, eval_split=None, *, sampler, preprocessing="none",
                  strategy=None):
         self.cfg, self.train_split, self.eval_split, self.preprocessing = cfg, train_split, eval_split, preprocessing
+        for flag, lowest in (("checkpoint_every", 1), ("checkpoint_every_steps", 0), ("early_stop_patience", 0)):
+            if getattr(cfg, flag) < lowest:
+                raise ValueError(f"--{flag} must be >= {lowest}, got {getattr(cfg, flag)}")
         self.strategy = strategy or tf.distribute.get_strategy()
         self.is_chief = _is_chief(self.strategy)
         # Every worker saves (saving is collective); only the chief's files are the run's.
@@ -283,10 +368,18 @@ class Trainer:
                                                        max_to_keep=1)
         self._writer = None
         self._step_fns = {}
-        self.history = []
+        self.records = []  # history.json: epoch ends and evaluations (see fit)
+        self.training_seconds = 0.0  # this run's training time, over --resume too
+        self._evals_since_best = 0
+        self._last_eval = None  # (embeddings, labels, epoch, step) when --save_embeddings
         self._resume_from = self._resume_checkpoint() if cfg.resume else None
         if cfg.init_from:
             self._init_from(cfg.init_from)
+
+    @property
+    def history(self):
+        """The evaluation records: {epoch, step, the epoch's training means, metrics}."""
+        return evaluations(self.records)
 
     @property
     def writer(self):
@@ -388,7 +481,7 @@ class Trainer:
 
             def apply(grads):
                 for g, group_grads in zip(active, grads):
-                    g.apply(group_grads)
+                    g.apply(group_grads, self.step)
 
             def step(dist_batch):
                 losses, grads, nonfinite = self.strategy.run(replica_step, args=(dist_batch,))
@@ -416,7 +509,10 @@ class Trainer:
                 tf.train.Checkpoint(best_score=self.best_score).restore(best).expect_partial()
         # Evaluations after the checkpoint (or before the first) belong to the part of the run that is lost.
         step = int(self.step.numpy())
-        self.history = [h for h in read_history(self.logdir) if h["step"] <= step]
+        self.records = [h for h in read_history(self.logdir) if h["step"] <= step]
+        timed = [r["elapsed_seconds"] for r in self.records if "elapsed_seconds" in r]
+        self.training_seconds = timed[-1] if timed else 0.0
+        self._evals_since_best = evaluations_since_best(self.history, self.cfg.best_metric)
         return int(self.epoch.numpy())
 
     def _init_from(self, source):
@@ -430,11 +526,26 @@ class Trainer:
         if self.is_chief:
             print(message, flush=True)
 
+    def _epoch_offset(self):
+        """Steps of the epoch in progress already taken: a run resumed from a checkpoint written
+        inside an epoch (``--checkpoint_every_steps``) continues it with the next batch. (Counted
+        from whole epochs of ``steps_per_epoch``: after an epoch that ``--max_steps`` cut short
+        and a resume with a larger one, a few batches of the epoch are repeated.)"""
+        return min(max(0, int(self.step.numpy()) - int(self.epoch.numpy()) * self.steps_per_epoch),
+                   self.steps_per_epoch)
+
     def _epoch_steps(self):
-        """Steps of the next epoch: a whole epoch, or what ``--max_steps`` leaves of the run."""
+        """Steps of the next epoch: a whole epoch (less its steps taken before a resume), or what
+        ``--max_steps`` leaves of the run."""
+        steps = self.steps_per_epoch - self._epoch_offset()
         if not self.cfg.max_steps:
-            return self.steps_per_epoch
-        return max(0, min(self.steps_per_epoch, self.cfg.max_steps - int(self.step.numpy())))
+            return steps
+        return max(0, min(steps, self.cfg.max_steps - int(self.step.numpy())))
+
+    def _checkpoint_number(self, epoch):
+        """A checkpoint's number: the epoch, or the global step when checkpoints are also written
+        inside epochs (--checkpoint_every_steps)."""
+        return int(self.step.numpy()) if self.cfg.checkpoint_every_steps else epoch
 
     def _eval_due_at(self, step):
         every = self.cfg.eval_every_steps
@@ -443,14 +554,15 @@ class Trainer:
     def train_epoch(self, epoch):
         """One epoch (or what ``--max_steps`` leaves of it); returns the mean training losses."""
         cfg = self.cfg
-        steps, first = self._epoch_steps(), int(self.step.numpy())
+        started = time.perf_counter()
+        steps, first, done = self._epoch_steps(), int(self.step.numpy()), self._epoch_offset()
         self.method.on_epoch_begin(epoch)
         dataset = distribute_batches(
             self.strategy,
             lambda shard: data.train_dataset(
                 self.train_split, self.sampler, seed=cfg.seed, epoch=epoch, augmentation=cfg.augmentation,
                 preprocessing=self.preprocessing, image_size=cfg.image_size or None,
-                num_replicas=self.strategy.num_replicas_in_sync, shard=shard).take(steps),
+                num_replicas=self.strategy.num_replicas_in_sync, shard=shard).skip(done).take(steps),
             self.global_batch,
         )
         active = self._active(epoch)
@@ -461,8 +573,9 @@ class Trainer:
         means = {}
         for i, batch in enumerate(dataset):
             for g in self.groups:
-                g.set_learning_rate(cfg, epoch + i / self.steps_per_epoch, first + i)
-            losses, nonfinite, overflowed = step_fn(batch)
+                g.set_learning_rate(cfg, epoch + (done + i) / self.steps_per_epoch, first + i)
+            with loss_scope(cfg.loss_scope):  # read when the step is traced, by every replica's thread
+                losses, nonfinite, overflowed = step_fn(batch)
             at = f"epoch {epoch + 1}, global step {first + i + 1}"
             overflowed = [g.name for g, flag in zip(active, overflowed.numpy()) if flag]
             if overflowed:  # an update already applied: no step to skip
@@ -487,17 +600,32 @@ class Trainer:
                 means["skipped_steps"] = skipped
             if bar:  # the skip count once there is one (a Progbar shows 0 as 0.0000e+00)
                 bar.update(i + 1, [(k, v) for k, v in means.items() if k != "skipped_steps" or v])
-            # An evaluation due at the epoch's last step is fit's, after the checkpoint.
+            # A checkpoint or evaluation due at the epoch's last step is fit's.
+            every = cfg.checkpoint_every_steps
+            if i + 1 < steps and every and (first + i + 1) % every == 0:
+                self.manager.save(checkpoint_number=self._checkpoint_number(epoch))
             if i + 1 < steps and self._eval_due_at(first + i + 1):
+                evaluating = time.perf_counter()
                 self._evaluate_and_record(epoch, means)
+                started += time.perf_counter() - evaluating  # training time only
         _check_finite_variables(self.method, epoch)
+        seconds = time.perf_counter() - started
+        self.training_seconds += seconds
+        ran = int(self.step.numpy()) - first
+        # Images the steps took (applied or skipped) per second of training (the epoch's setup and
+        # tracing included, its --eval_every_steps evaluations not).
+        self.epoch_timing = {"images_per_s": ran * self.global_batch / max(seconds, 1e-9), "epoch_seconds": seconds,
+                             "elapsed_seconds": self.training_seconds}
         summaries.write_scalars(self.writer, "train", means, epoch + 1)
+        summaries.write_scalars(self.writer, "speed", {"images_per_s": self.epoch_timing["images_per_s"]}, epoch + 1)
         summaries.write_scalars(self.writer, "learning_rate", {g.name: g.learning_rate for g in self.groups}, epoch + 1)
         return means
 
     def evaluate(self, epoch, final=False):
         embeddings, labels = embed_split(self.method, self.eval_split, self.cfg, self.preprocessing)
         metrics = evaluate_embeddings(embeddings, labels, self.cfg)
+        if self.cfg.save_embeddings:
+            self._last_eval = (embeddings, labels, int(self.epoch.numpy()), int(self.step.numpy()))
         summaries.write_scalars(self.writer, "eval", {k: v for k, v in metrics.items() if k in self.cfg.eval_metrics}, epoch)
         if self.is_chief:
             normalized = keras.ops.convert_to_numpy(l2_normalize(embeddings)) if self.cfg.eval_l2_normalize else embeddings
@@ -524,19 +652,30 @@ class Trainer:
         step = int(self.step.numpy())
         at = step if cfg.eval_every_steps else epoch + 1  # TensorBoard step and best/ checkpoint number
         metrics = self.evaluate(at, final=final)
-        self.history.append({"epoch": epoch + 1, "step": step, **train_losses, **metrics})
-        self._save_history()
+        record = {"epoch": epoch + 1, "step": step, **train_losses, **metrics}
+        if self.records and self.records[-1]["step"] == step and self.records[-1].get("evaluated") is False:
+            self.records[-1] = {**self.records[-1], **record}  # this epoch's end, now evaluated
+            del self.records[-1]["evaluated"]
+        else:
+            self.records.append(record)
         if metrics.get(cfg.best_metric, -np.inf) > self.best_score.numpy():
             self.best_score.assign(metrics[cfg.best_metric])
             self.best_manager.save(checkpoint_number=at)
+            self._evals_since_best = 0
+        else:
+            self._evals_since_best += 1
+        self._save_history()
         _print_metrics(f"epoch {epoch + 1}" + (f" step {step}" if cfg.eval_every_steps else ""), metrics,
                        cfg.eval_metrics)
         return metrics
 
     def _save_history(self):
-        """history.json after every evaluation: a killed run keeps the evaluations of its checkpoints."""
+        """history.json after every epoch and evaluation: a killed run keeps the evaluations of its
+        checkpoints. A record per epoch end (its training means, images_per_s, epoch_seconds and
+        elapsed_seconds, the run's training time so far; the metrics when it was evaluated, else
+        ``"evaluated": false``) and one per evaluation between epoch ends (--eval_every_steps)."""
         if self.is_chief:
-            write_json(os.path.join(self.logdir, "history.json"), self.history)
+            write_json(os.path.join(self.logdir, "history.json"), self.records)
 
     def fit(self):
         """Train to ``cfg.epochs`` or ``cfg.max_steps`` iterations, whichever ends first (resuming
@@ -550,22 +689,67 @@ class Trainer:
                                      {"epoch": start, "changed": self._resume_changes}]
             os.makedirs(self.logdir, exist_ok=True)
             write_json(os.path.join(self.logdir, "config.json"), record, sort_keys=True)
-        metrics = {}
+        metrics, patience = {}, cfg.early_stop_patience
+        if patience and self._evals_since_best >= patience and start < cfg.epochs:
+            if self.is_chief:
+                print(f"--resume: the run stopped early at epoch {start} ({cfg.best_metric} had not improved for "
+                      f"{self._evals_since_best} evaluations; --early_stop_patience={patience})", flush=True)
+            return metrics
         for epoch in range(start, cfg.epochs):
             if not self._epoch_steps():  # a resumed run that had reached --max_steps
                 break
             train_losses = self.train_epoch(epoch)
             self.epoch.assign(epoch + 1)
-            self.manager.save(checkpoint_number=epoch + 1)
             last = epoch + 1 == cfg.epochs or not self._epoch_steps()
+            saved = last or (epoch + 1) % cfg.checkpoint_every == 0
+            if saved:
+                self.manager.save(checkpoint_number=self._checkpoint_number(epoch + 1))
+            self._log_epoch(epoch, train_losses)
+            self.records.append({"epoch": epoch + 1, "step": int(self.step.numpy()), **train_losses,
+                                 **self.epoch_timing, "evaluated": False})
             due = (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or self._eval_due_at(int(self.step.numpy()))
             if self.eval_split is not None and (due or last):
                 metrics = self._evaluate_and_record(epoch, train_losses, final=last)
+            else:
+                self._save_history()
+            if not last and patience and self._evals_since_best >= patience:
+                if not saved:  # the last checkpoint is always kept
+                    self.manager.save(checkpoint_number=self._checkpoint_number(epoch + 1))
+                self.records[-1]["stopped_early"] = True
+                self._save_history()
+                if self.is_chief:
+                    print(f"early stop after epoch {epoch + 1}: {cfg.best_metric} has not improved on "
+                          f"{self.best_score.numpy():.4f} for {self._evals_since_best} evaluations "
+                          f"(--early_stop_patience={patience})", flush=True)
+                break
             if last:
                 break
         self.writer.flush()
         self._save_history()  # also for a run without evaluations
+        if cfg.save_embeddings and self.is_chief:
+            self._save_embeddings()
         return metrics
+
+    def _save_embeddings(self):
+        """--save_embeddings: the last evaluation's embeddings (:func:`write_embeddings`)."""
+        if self._last_eval is None:
+            print("warning: --save_embeddings: no evaluation ran in this process, nothing written", flush=True)
+            return
+        embeddings, labels, epoch, step = self._last_eval
+        path = os.path.join(self.logdir, EMBEDDINGS_FILE)
+        write_embeddings(path, embeddings, labels, epoch=epoch, step=step, split=self.cfg.eval_split,
+                         dataset=self.cfg.dataset)
+        print(f"wrote {embeddings.shape[0]} x {embeddings.shape[1]} embeddings of the final evaluation to {path}",
+              flush=True)
+
+    def _log_epoch(self, epoch, train_losses):
+        """One line per epoch: the mean of each loss part, images/s, the epoch's and the run's seconds."""
+        if not self.is_chief or self.cfg.progress == "none":
+            return
+        t = self.epoch_timing
+        parts = "  ".join(f"{k} {v:.4f}" if k != "skipped_steps" else f"{k} {v}" for k, v in train_losses.items())
+        print(f"epoch {epoch + 1}/{self.cfg.epochs}: {parts}  |  {t['images_per_s']:,.0f} images/s  "
+              f"{t['epoch_seconds']:.1f} s  (training {t['elapsed_seconds']:.1f} s)", flush=True)
 
     def export(self):
         """The embedding model as ``export/embedding_model.keras`` and a SavedModel."""

@@ -7,6 +7,7 @@ of after the training or the embedding it would have spoilt; nothing is created 
 import os
 
 from dmltf import evaluation
+from dmltf.methods.base import LOSS_SCOPES
 from dmltf.training.trainer import NONFINITE_ACTIONS
 
 
@@ -17,12 +18,17 @@ def check_run(cfg):
     before it writes anything.)"""
     if cfg.nonfinite not in NONFINITE_ACTIONS:
         raise ValueError(f"--nonfinite must be one of {', '.join(NONFINITE_ACTIONS)}, got {cfg.nonfinite!r}")
+    if cfg.loss_scope not in LOSS_SCOPES:
+        raise ValueError(f"--loss_scope must be one of {', '.join(LOSS_SCOPES)}, got {cfg.loss_scope!r}")
     if cfg.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}: a run without training has no model to evaluate")
     metrics = check_metric_flag(cfg.eval_metrics, "--eval_metrics")
     if cfg.best_metric not in metrics:
         raise ValueError(f"--best_metric={cfg.best_metric} is not among --eval_metrics ({', '.join(metrics)}), "
                          f"so no best checkpoint could be chosen")
+    if evaluation.metrics.lower_is_better(cfg.best_metric):
+        raise ValueError(f"--best_metric={cfg.best_metric} is better when lower, and the best checkpoint keeps the "
+                         f"highest score: choose a higher-is-better metric (recall@K, map@r, ...)")
     check_directory(cfg.logdir, f"--logdir={cfg.logdir}", may_create=True)
 
 

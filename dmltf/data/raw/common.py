@@ -129,13 +129,22 @@ def zero_shot_split(examples, num_train_classes):
 
 
 # -- images --------------------------------------------------------------------------------
+# Pillow modes stored as one channel by default (a tree of only such images stays grayscale).
+GRAY_MODES = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+# Pillow formats whose pixels a JPEG re-encoding loses (the notice of ``plan``).
+LOSSLESS_FORMATS = frozenset({"PNG", "BMP", "PPM", "TIFF", "GIF", "TGA"})
+_PIL_MODES = {1: "L", 3: "RGB"}
+
+
 @dataclasses.dataclass(frozen=True)
 class ImagePolicy:
     """How a source image becomes what is stored.
 
     ``resize``: ``square`` (size x size, aspect ratio not kept, as DVML), ``short_side`` (short
-    side = size, aspect kept) or ``none``. ``keep_jpeg``: store an RGB JPEG file's own bytes
-    when nothing changes its pixels (no resize, no crop), so nothing is re-encoded.
+    side = size, aspect kept) or ``none``. ``channels``: 1 (grayscale, Pillow's ``L``) or 3
+    (RGB); None until :func:`plan` has looked at the images (1 when every image is grayscale).
+    ``native_shape``: (H, W) of every output when all outputs share it (set by :func:`plan`).
+    ``keep_jpeg``: store a JPEG file's own bytes when nothing changes its pixels (no resize, no crop, already in the stored mode), so nothing is re-encoded.
     """
 
     resize: str = "short_side"
@@ -143,6 +152,8 @@ class ImagePolicy:
     resample: str = "bilinear"
     crop_bbox: bool = False
     keep_jpeg: bool = False
+    channels: int = 3
+    native_shape: tuple = None
 
     def __post_init__(self):
         if self.resize not in RESIZE_POLICIES:
@@ -151,6 +162,8 @@ class ImagePolicy:
             raise ValueError(f"unknown resampler {self.resample!r}; valid: {', '.join(RESAMPLERS)}")
         if self.resize != "none" and self.size < 1:
             raise ValueError(f"--size must be >= 1, got {self.size}")
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"--channels must be 1 or 3, got {self.channels}")
         if self.resample == "cv2_linear":
             try:
                 import cv2  # noqa: F401
@@ -159,44 +172,129 @@ class ImagePolicy:
 
     @property
     def image_shape(self):
-        """(H, W, 3) when every output has one shape, else None."""
-        return (self.size, self.size, 3) if self.resize == "square" else None
+        """(H, W, C) when every output has one shape, else None."""
+        channels = self.channels or 3
+        if self.resize == "square":
+            return (self.size, self.size, channels)
+        if self.native_shape is not None:
+            return (*self.native_shape, channels)
+        return None
+
+    def output_size(self, width, height):
+        """(width, height) of what a (cropped) ``width`` x ``height`` source becomes."""
+        if self.resize == "none":
+            return width, height
+        if self.resize == "square":
+            return self.size, self.size
+        if height <= width:
+            return max(1, int(round(width * self.size / height))), self.size
+        return self.size, max(1, int(round(height * self.size / width)))
+
+    def crop_box(self, example, width, height):
+        """The pixel box ``--crop_bbox`` cuts from a ``width`` x ``height`` image, or None (whole image)."""
+        if not (self.crop_bbox and example.box is not None):
+            return None
+        left, upper, right, lower = (int(round(v)) for v in example.box)
+        box = (max(left, 0), max(upper, 0), min(right, width), min(lower, height))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            raise ValueError(f"bounding box {example.box} is empty inside the {width}x{height} image")
+        return None if box == (0, 0, width, height) else box
 
     def load(self, example):
-        """uint8 [H, W, 3] RGB array, or the source's JPEG bytes (``keep_jpeg``); raises if unreadable."""
-        if isinstance(example.source, (bytes, bytearray)):
-            data = bytes(example.source)
-        else:
-            with open(example.source, "rb") as f:
-                data = f.read()
+        """uint8 [H, W, C] array (C = ``channels``), or the source's JPEG bytes (``keep_jpeg``);
+        raises if unreadable."""
+        mode = _PIL_MODES[self.channels or 3]
+        data = _read_bytes(example)
         with Image.open(io.BytesIO(data)) as img:
             img.load()  # full decode: truncated or corrupt data fails here, not in training
-            unchanged_jpeg = img.format == "JPEG" and img.mode == "RGB"
-            rgb = img.convert("RGB")
-        if self.crop_bbox and example.box is not None:
-            left, upper, right, lower = (int(round(v)) for v in example.box)
-            box = (max(left, 0), max(upper, 0), min(right, rgb.width), min(lower, rgb.height))
-            if box[2] <= box[0] or box[3] <= box[1]:
-                raise ValueError(f"bounding box {example.box} is empty inside the {rgb.width}x{rgb.height} image")
-            if box != (0, 0, rgb.width, rgb.height):
-                rgb, unchanged_jpeg = rgb.crop(box), False
+            unchanged_jpeg = img.format == "JPEG" and img.mode == mode
+            pixels = img.convert(mode)
+        box = self.crop_box(example, pixels.width, pixels.height)
+        if box is not None:
+            pixels, unchanged_jpeg = pixels.crop(box), False
         if self.resize == "none":
-            return data if (self.keep_jpeg and unchanged_jpeg) else np.asarray(rgb)
-        return self._resize(rgb)
-
-    def _resize(self, rgb):
-        w, h = rgb.size
-        if self.resize == "square":
-            out_w = out_h = self.size
-        elif h <= w:
-            out_h, out_w = self.size, max(1, int(round(w * self.size / h)))
+            if self.keep_jpeg and unchanged_jpeg:
+                return data
+            array = np.asarray(pixels)
         else:
-            out_w, out_h = self.size, max(1, int(round(h * self.size / w)))
+            array = self._resize(pixels)
+        return array.reshape(array.shape[0], array.shape[1], -1)
+
+    def _resize(self, image):
+        out_w, out_h = self.output_size(*image.size)
         if self.resample == "cv2_linear":
             import cv2
 
-            return cv2.resize(np.asarray(rgb), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
-        return np.asarray(rgb.resize((out_w, out_h), RESAMPLERS[self.resample]))
+            return cv2.resize(np.asarray(image), (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        return np.asarray(image.resize((out_w, out_h), RESAMPLERS[self.resample]))
+
+
+def _read_bytes(example):
+    if isinstance(example.source, (bytes, bytearray)):
+        return bytes(example.source)
+    with open(example.source, "rb") as f:
+        return f.read()
+
+
+def _header(example):
+    """(width, height, mode, format) from the image header only (no pixel decode)."""
+    source = example.source
+    with Image.open(io.BytesIO(bytes(source)) if isinstance(source, (bytes, bytearray)) else source) as img:
+        return img.width, img.height, img.mode, img.format
+
+
+def plan(splits, args, policy, stream=None):
+    """``policy`` completed from the images' headers (read before any pixel is decoded):
+    ``channels`` (``--channels``, else 1 when every image is grayscale, else 3) and the one
+    output shape when all images share it (raw encoding, or grayscale JPEG). Raw encoding
+    stores one shape for all images: a LayoutError names the first image of another shape.
+    Prints a one-line ``note:`` on ``stream`` (stderr) when images are upscaled, and when
+    lossless images (PNG, ...) are re-encoded as JPEG. Unreadable headers are left to the conversion (``--skip_bad``)."""
+    stream = stream or sys.stderr
+    # Streamed: a TFDS split's examples hold their bytes, so none is kept past its header.
+    examples = (e for split in splits.values() for e in split)
+    first, upscaled, lossless, outputs, uniform, gray, count = None, None, {}, None, True, True, 0
+    for example, (header, error) in ordered_map(_header, examples, getattr(args, "workers", 1)):
+        if error:
+            continue
+        width, height, mode, fmt = header
+        count, gray = count + 1, gray and mode in GRAY_MODES
+        try:
+            box = policy.crop_box(example, width, height)
+        except ValueError:
+            continue  # reported by the conversion, with the image's name
+        if box is not None:
+            width, height = box[2] - box[0], box[3] - box[1]
+        out = policy.output_size(width, height)
+        if out[0] > width or out[1] > height:
+            upscaled = (upscaled or (0, (example.where, (width, height), out)))
+            upscaled = (upscaled[0] + 1, upscaled[1])
+        if args.encoding == "jpeg" and fmt in LOSSLESS_FORMATS:
+            lossless[fmt] = lossless.get(fmt, 0) + 1
+        if first is None:
+            first, outputs = (example.where, out), out
+        elif out != outputs:
+            uniform = False
+        if not uniform and args.encoding == "raw":
+            size = lambda wh: f"{wh[0]}x{wh[1]}"  # noqa: E731
+            hint = "" if policy.resize == "square" else " and needs --resize square"
+            resized = "" if policy.resize == "none" else f" after --resize {policy.resize}"
+            raise LayoutError(f"--encoding raw stores one image shape per split{hint} (or --encoding jpeg, which "
+                              f"keeps each image's shape): {example.where} is {size(out)}{resized}, "
+                              f"{first[0]} {size(first[1])}")
+    channels = policy.channels or (1 if count and gray else 3)
+    if upscaled:
+        n, (where, (w, h), (ow, oh)) = upscaled
+        print(f"note: {n:,} of {count:,} images are upscaled (e.g. {where}: {w}x{h} -> {ow}x{oh}); "
+              f"--resize none keeps their native size", file=stream)
+    if lossless:
+        kinds = ", ".join(f"{n:,} {fmt}" for fmt, n in sorted(lossless.items()))
+        print(f"note: {kinds} image(s) stored losslessly are re-encoded as JPEG (quality "
+              f"{getattr(args, 'jpeg_quality', 95)}); --encoding raw keeps their pixels", file=stream)
+    # One shape for all: recorded (raw needs it; a grayscale JPEG split is then read with 1 channel).
+    keep = uniform and outputs is not None and (args.encoding == "raw" or channels == 1)
+    native = (outputs[1], outputs[0]) if keep else None
+    return dataclasses.replace(policy, channels=channels, native_shape=native)
 
 
 def _attempt(fn, example):
@@ -281,8 +379,8 @@ def split_table(counts, canonical=None):
 # -- the conversion ------------------------------------------------------------------------
 # Defaults per output layout; the DVML layout's values are fixed by its reference file.
 LAYOUT_DEFAULTS = {
-    "dmltf": {"format": "hdf5", "encoding": "jpeg", "resize": "short_side", "size": 256},
-    "dvml": {"format": "hdf5", "encoding": "raw", "resize": "square", "size": 256},
+    "dmltf": {"format": "hdf5", "encoding": "jpeg", "resize": "short_side", "size": 256, "channels": None},
+    "dvml": {"format": "hdf5", "encoding": "raw", "resize": "square", "size": 256, "channels": 3},
 }
 
 
@@ -296,11 +394,15 @@ def make_parser(description, dvml_layout=False, root_default=None):
     parser.add_argument("--output", required=True, help="output .h5 file (hdf5) or directory (tfrecord)")
     parser.add_argument("--format", choices=("hdf5", "tfrecord"), help="default hdf5")
     parser.add_argument("--encoding", choices=("raw", "jpeg"),
-                        help="raw: decoded uint8 pixels (needs --resize square); jpeg: encoded bytes "
-                             "(default; RGB JPEG files kept byte for byte with --resize none)")
+                        help="raw: decoded uint8 pixels, one shape for all images (native by default, else "
+                             "--resize square); jpeg: encoded bytes (default; JPEG files kept byte for byte "
+                             "with --resize none)")
     parser.add_argument("--resize", choices=RESIZE_POLICIES,
-                        help="square: size x size, aspect not kept (DVML); short_side (default): "
-                             "short side = size; none: original pixels")
+                        help="square: size x size, aspect not kept (DVML); short_side (default for jpeg): "
+                             "short side = size; none (default for raw): original pixels")
+    parser.add_argument("--channels", type=int, choices=(1, 3),
+                        help="1: grayscale, 3: RGB; default: what the images are (1 when every image is "
+                             "grayscale, else 3)")
     parser.add_argument("--size", type=int, help="pixels for --resize square / short_side (default 256)")
     parser.add_argument("--resample", choices=tuple(RESAMPLERS),
                         help="resize filter (default bilinear; cv2_linear = OpenCV INTER_LINEAR as the "
@@ -324,15 +426,14 @@ def make_parser(description, dvml_layout=False, root_default=None):
 def resolve_args(args):
     """Fills layout defaults and rejects contradictory options, before any work is done."""
     layout = getattr(args, "layout", "dmltf")
+    if layout == "dmltf" and args.encoding == "raw" and args.resize is None:
+        args.resize = "none"  # the native size, when all images share one (checked by plan())
     for key, value in LAYOUT_DEFAULTS[layout].items():
-        given = getattr(args, key)
+        given = getattr(args, key, None)
         if given is None:
             setattr(args, key, value)
         elif layout == "dvml" and given != value:
             raise LayoutError(f"--layout dvml fixes --{key} {value} (the reference file's); got {given}")
-    if args.encoding == "raw" and args.resize != "square":
-        raise LayoutError("--encoding raw stores one image shape per split and needs --resize square; "
-                          "use --encoding jpeg to keep aspect ratios")
     if os.path.lexists(args.output) and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     resample = args.resample or "bilinear"
@@ -345,7 +446,7 @@ def resolve_args(args):
             print("note: OpenCV is not installed; resizing with Pillow bilinear, so pixels differ "
                   "slightly from the DVML reference file (pip install opencv-python-headless)", file=sys.stderr)
     return ImagePolicy(resize=args.resize, size=args.size, resample=resample, crop_bbox=args.crop_bbox,
-                       keep_jpeg=args.encoding == "jpeg")
+                       keep_jpeg=args.encoding == "jpeg", channels=getattr(args, "channels", None))
 
 
 def _open_writer(args, class_names, metadata, num_examples):
@@ -362,14 +463,16 @@ def _open_writer(args, class_names, metadata, num_examples):
 def convert(splits, class_names, args, policy, metadata, canonical=None, out=None):
     """Writes ``splits`` ({name: sized iterable of Example}) to ``args.output``.
 
-    ``policy`` comes from ``resolve_args(args)``. Returns {split: (classes, images)} as
+    ``policy`` comes from ``resolve_args(args)``; :func:`plan` completes it from the images'
+    headers first (channels, one shape, notices). Returns {split: (classes, images)} as
     written. Raises BadImagesError, with nothing left at ``args.output``, when an image is
     unreadable and ``args.skip_bad`` is off; with it, they are left out and counted in the
     metadata (``skipped_images``, ``skipped_paths``).
     """
     out = out or sys.stdout
+    policy = plan(splits, args, policy)
     metadata = dict(metadata, resize=policy.resize, size=None if policy.resize == "none" else policy.size,
-                    resample=policy.resample, crop_bbox=policy.crop_bbox)
+                    resample=policy.resample, crop_bbox=policy.crop_bbox, channels=policy.channels)
     total = sum(len(examples) for examples in splits.values())
     counts, bad = {}, []
     with _open_writer(args, class_names, metadata, total) as writer:
