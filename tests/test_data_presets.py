@@ -49,7 +49,7 @@ def test_preset_shapes_and_range(name, train_shape, eval_shape):
 def test_square_presets_crop_exact_windows(name, crop):
     image = random_image(256, 256, seed=1)
     aug = augmentation.get(name)
-    np.testing.assert_array_equal(aug.eval(image).numpy(), image[14:14 + crop, 14:14 + crop] if crop == 227
+    np.testing.assert_array_equal(aug.eval(image).numpy(), image[15:15 + crop, 15:15 + crop] if crop == 227
                                   else image[16:240, 16:240])
     found = [find_window(aug.train(image, s).numpy(), image, crop) for s in SEEDS]
     assert None not in found
@@ -96,9 +96,26 @@ def test_torch_imagenet_crop_boxes_follow_scale_and_ratio():
     assert (w / h >= 0.7).all() and (w / h <= 1.4).all()
 
 
+@pytest.mark.parametrize("name,size", [("drml", 224), ("drml_seed", 227)])
+def test_drml_presets_resize_the_short_side_to_256_then_crop(name, size):
+    """GeDML: Resize(256) -> RandomResizedCrop(size, scale (0.16, 1), ratio (0.75, 1.33)) -> flip;
+    eval Resize(256) -> CenterCrop(size), for both crop sizes."""
+    aug = augmentation.get(name)
+    image = tf.constant(np.random.default_rng(0).integers(0, 255, (300, 200, 3)), tf.uint8)
+    resized = augmentation.resize(image, (384, 256))  # short side 256, long side 300 * 256 / 200
+    np.testing.assert_allclose(aug.eval(image).numpy(), augmentation.centre_crop(resized, (size, size)).numpy())
+    assert tuple(aug.train(image, tf.constant([1, 2], tf.int64)).shape) == (size, size, 3)
+    boxes = np.array([[int(v) for v in aug._crop_box(256, 384, tf.constant([i, 3], tf.int64),
+                                                     tf.constant([i, 5], tf.int64))] for i in range(40)])
+    top, left, h, w = boxes.T
+    area = h * w / (256 * 384)
+    assert area.min() >= 0.155 and area.max() <= 1.0 and area.std() > 0.1
+    assert (w / h >= 0.745).all() and (w / h <= 1.335).all()
+
+
 def test_unknown_names_list_valid_ones():
-    with pytest.raises(ValueError, match="Unknown augmentation 'imagenet'; valid names: dmltf, dvml, none, "
-                                         "torch_imagenet"):
+    with pytest.raises(ValueError, match="Unknown augmentation 'imagenet'; valid names: dmltf, drml, drml_seed, dvml, "
+                                         "none, paddle, torch_imagenet"):
         augmentation.get("imagenet")
     with pytest.raises(ValueError, match="Unknown preprocessing 'bgr'; valid names: caffe_bgr, "
                                          "caffe_bgr_bninception, caffe_bgr_keras, keras_inception, none, raw, "

@@ -69,6 +69,9 @@ def test_balanced_batches_give_each_replica_whole_class_groups():
     # Training-mode BatchNorm: global-batch statistics make N replicas normalise as one device.
     ("proxy_anchor", {"sync_batchnorm": True}),
     ("proxy_anchor", {"method": "dvml", "dvml_phase1_steps": 2, "sync_batchnorm": True, "lr": 1e-3}),
+    # DRML: its branch assignment over the gathered batch; clipping of the global-batch gradient.
+    ("proxy_anchor", {"method": "drml", "batch_sampler": "random", "freeze_bn": True, "clip_grad_norm": 1.0,
+                      "clip_grad_steps": 2}),
 ])
 def test_mirrored_two_devices_matches_one_device(tmp_path, loss, extra):
     cfg = small_cfg(tmp_path / "one", loss=loss, **extra)

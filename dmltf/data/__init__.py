@@ -6,7 +6,7 @@ Modules:
     writer.py         DatasetWriter, the streaming writer the converters use
     splits.py         Split / ArraySplit / open_dataset, and when a split is held in RAM
     samplers/         batch samplers (a registry: balanced P x K, random, ...); what an epoch is
-    augmentation.py   augmentation presets (none, dmltf, torch_imagenet, dvml)
+    augmentation.py   augmentation presets (none, dmltf, torch_imagenet, dvml, drml, drml_seed)
     preprocessing.py  backbone input preprocessing (none, raw, caffe_bgr, torch_imagenet, ...)
     pipeline.py       train_dataset / eval_dataset
     images.py         JPEG encoding and header checks for the writers

@@ -14,7 +14,14 @@ name               train                                                  eval
 ``torch_imagenet`` torchvision RandomResizedCrop(224, scale (0.08, 1),    Resize(256) of the short side,
                    ratio (3/4, 4/3)) + flip p=0.5                         CenterCrop(224)
 ``dvml``           resize to 256x256 unless already, random 227 crop,     resize 256x256, centre crop 227
-                   flip p=0.5 (DVML ``RandomFixedSizeCrop``)
+                   flip p=0.5 (DVML ``RandomFixedSizeCrop``)              at offset 15 (the seed's)
+``drml``           Resize(256) of the short side, then RandomResizedCrop  as ``torch_imagenet``
+                   (224, scale (0.16, 1), ratio (0.75, 1.33)) + flip p=0.5
+                   (GeDML ``train_transforms.yaml``, DRML new layout)
+``drml_seed``      as ``drml`` with 227 crops (DRML's old layout)         Resize(256), CenterCrop(227)
+``paddle``         PaddlePaddle ``imgtool.random_crop`` (area (0.08, 1),  short side to 224 (Lanczos),
+                   ratio (3/4, 4/3), clamped to fit), Lanczos resize to   centre crop 224
+                   224, flip p=0.5 (metric_learning ``imgtool.py``)
 =================  =====================================================  ==============================
 
 Resizing is bilinear with antialiasing (as PIL's bilinear filter that torchvision uses on PIL
@@ -62,6 +69,34 @@ def resize(image, size):
     same = tf.reduce_all(tf.shape(image)[:2] == tf.convert_to_tensor(size, tf.int32))
     return tf.cond(same, lambda: image,
                    lambda: tf.image.resize(image, size, method="bilinear", antialias=True))
+
+
+def _lanczos4_matrix(in_size, out_size):
+    """[out, in] weights of OpenCV's INTER_LANCZOS4 along one axis: source x = (i + 0.5) in / out
+    - 0.5, the 8 taps floor(x) - 3 .. floor(x) + 4 weighted sinc(d) sinc(d / 4) and normalised to
+    sum 1, taps beyond the border clamped to the edge pixel; no antialiasing when shrinking."""
+    scale = tf.cast(in_size, tf.float64) / tf.cast(out_size, tf.float64)
+    x = (tf.range(out_size, dtype=tf.float64) + 0.5) * scale - 0.5
+    base = tf.floor(x)
+    offsets = tf.range(-3, 5, dtype=tf.float64)
+    d = offsets[None, :] - (x - base)[:, None]  # tap position - source position
+    safe = tf.where(tf.abs(d) < 1e-7, tf.ones_like(d), d)
+    kernel = tf.where(tf.abs(d) < 1e-7, tf.ones_like(d),
+                      4.0 * tf.sin(math.pi * safe) * tf.sin(math.pi * safe / 4.0) / (math.pi ** 2 * safe ** 2))
+    kernel = kernel / tf.reduce_sum(kernel, axis=1, keepdims=True)
+    taps = tf.clip_by_value(tf.cast(base[:, None] + offsets[None, :], tf.int32), 0, in_size - 1)
+    return tf.reduce_sum(tf.one_hot(taps, in_size, dtype=tf.float64) * kernel[:, :, None], axis=1)
+
+
+def lanczos4_resize(image, size):
+    """``cv2.resize(image, (w, h), interpolation=cv2.INTER_LANCZOS4)`` of a uint8 image as float32
+    rounded and saturated to [0, 255] (OpenCV's fixed-point weights may differ by one level)."""
+    image = tf.cast(image, tf.float64)
+    shape = tf.shape(image)
+    rows, cols = _lanczos4_matrix(shape[0], size[0]), _lanczos4_matrix(shape[1], size[1])
+    out = tf.einsum("oh,hwc->owc", rows, image)
+    out = tf.einsum("pw,owc->opc", cols, out)
+    return tf.cast(tf.clip_by_value(tf.round(out), 0.0, 255.0), tf.float32)
 
 
 def crop(image, top, left, size):
@@ -150,8 +185,19 @@ class DmltfAugmentation(_SquareResizeCrop):
 
 @register("dvml")
 class DvmlAugmentation(_SquareResizeCrop):
+    """The seed's eval centre crop (datasets/random_fixed_size_crop_mod.py L95-101, the batch path its
+    HDF5 batches take): offset (H - h) // 2, plus 1 when both margins are odd, i.e. 15 for 256 -> 227
+    (29 pixels: 15 above, 14 below), where torchvision rounds 14.5 to 14. Here each axis takes
+    ceil((H - h) / 2); the seed's other cases (one odd margin: a window one pixel too large; a zero
+    margin: an empty slice) cannot arise from its square 256 x 256 images."""
+
     default_size = (227, 227)
     reference_resize = 256
+
+    def eval(self, image):
+        image = resize(image, self.resize_size)
+        top, left = ((r - s + 1) // 2 for r, s in zip(self.resize_size, self.size))
+        return crop(image, top, left, self.size)
 
 
 @register("torch_imagenet")
@@ -159,6 +205,7 @@ class TorchImagenetAugmentation(Augmentation):
     """torchvision RandomResizedCrop + RandomHorizontalFlip; eval Resize(256) + CenterCrop(224)."""
 
     default_size = (224, 224)
+    reference_resize = 256  # the short side before the eval crop, for the default size
     scale = (0.08, 1.0)
     ratio = (3 / 4, 4 / 3)
     attempts = 10
@@ -195,8 +242,75 @@ class TorchImagenetAugmentation(Augmentation):
         return tf.cond(tf.reduce_any(ok), tried, fallback)
 
     def eval(self, image):
-        """Resize(256 * size / 224) of the short side (long side truncated, as torchvision), crop."""
-        short = self._scaled(256, 224)[0]
+        """Resize(256 * size / 224) of the short side, then CenterCrop(size)."""
+        return centre_crop(self._resize_short(image), self.size)
+
+    def _resize_short(self, image):
+        """torchvision Resize(int): the short side to ``reference_resize`` (scaled as the crop size
+        is), the long side in proportion, truncated."""
+        short = self._scaled(self.reference_resize, self.default_size[0])[0]
         shape = tf.cast(tf.shape(image)[:2], tf.float64)
         hw = tf.cast(tf.floor(short * shape / tf.reduce_min(shape)), tf.int32)
-        return centre_crop(resize(image, hw), self.size)
+        return resize(image, hw)
+
+
+@register("drml")
+class DrmlAugmentation(TorchImagenetAugmentation):
+    """GeDML's train transform (DRML): Resize(256) of the short side, RandomResizedCrop(224, scale
+    (0.16, 1), ratio (0.75, 1.33)), flip; eval Resize(256) + CenterCrop(224)."""
+
+    scale = (0.16, 1.0)
+    ratio = (0.75, 1.33)
+
+    def train(self, image, seed):
+        return super().train(self._resize_short(image), seed)
+
+
+@register("drml_seed")
+class DrmlSeedAugmentation(DrmlAugmentation):
+    """DRML's old layout: the same with 227 crops after Resize(256)."""
+
+    default_size = (227, 227)
+
+
+@register("paddle")
+class PaddleAugmentation(Augmentation):
+    """PaddlePaddle metric_learning ``imgtool.process_image`` (color jitter and rotation off, as
+    its flags default): train ``random_crop`` then flip, eval ``resize_short`` + ``crop_image``."""
+
+    default_size = (224, 224)
+    scale = (0.08, 1.0)
+    ratio = (3 / 4, 4 / 3)
+
+    def _crop_box(self, height, width, seed):
+        """imgtool.random_crop: the aspect ratio's square root from a uniform ratio, the area
+        fraction uniform in [min(0.08, b), min(1, b)] with b the largest that fits, sizes
+        truncated, offsets uniform integers."""
+        H, W = tf.cast(height, tf.float64), tf.cast(width, tf.float64)
+        u = tf.cast(tf.random.stateless_uniform([4], seed), tf.float64)
+        aspect = tf.sqrt(tf.constant(self.ratio[0], tf.float64) + u[0] * (self.ratio[1] - self.ratio[0]))
+        w_unit, h_unit = aspect, 1.0 / aspect
+        bound = tf.minimum((W / H) / w_unit ** 2, (H / W) / h_unit ** 2)
+        low = tf.minimum(tf.constant(self.scale[0], tf.float64), bound)
+        high = tf.minimum(tf.constant(self.scale[1], tf.float64), bound)
+        side = tf.sqrt(H * W * (low + u[1] * (high - low)))
+        w, h = tf.cast(side * w_unit, tf.int32), tf.cast(side * h_unit, tf.int32)
+        top = random_offset(tf.cast(u[2], tf.float32), height - h)
+        left = random_offset(tf.cast(u[3], tf.float32), width - w)
+        return top, left, h, w
+
+    def train(self, image, seed):
+        box_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        shape = tf.shape(image)
+        top, left, h, w = self._crop_box(shape[0], shape[1], box_seed)
+        image = lanczos4_resize(tf.image.crop_to_bounding_box(image, top, left, h, w), self.size)
+        return random_flip(image, flip_seed)
+
+    def eval(self, image):
+        """resize_short: each side x round(side * size / short side) (half to even, as Python 3's
+        round), Lanczos; then the centre crop at offsets (side - size) // 2."""
+        shape = tf.cast(tf.shape(image)[:2], tf.float64)
+        hw = tf.cast(tf.round(shape * (self.size[0] / tf.reduce_min(shape))), tf.int32)
+        image = lanczos4_resize(image, hw)
+        top, left = (hw[0] - self.size[0]) // 2, (hw[1] - self.size[1]) // 2
+        return crop(image, top, left, self.size)

@@ -36,6 +36,8 @@ for _name, _make in {
     "kaiming_normal": lambda: TorchKaiming(mode="fan_out", distribution="normal"),
     # PyTorch's default Linear-style init, kaiming_uniform_(a=sqrt(5)) (SoftTriple, DRML).
     "kaiming_uniform": lambda: TorchKaiming(mode="fan_in", distribution="uniform", a=math.sqrt(5.0)),
+    # kaiming_normal_(a=sqrt(5)), fan_in: DRML's branch proxies (MultiProxyCollector).
+    "kaiming_normal_a_sqrt5": lambda: TorchKaiming(mode="fan_in", distribution="normal", a=math.sqrt(5.0)),
     "orthogonal": lambda: keras.initializers.Orthogonal(),
     # Paddle's fluid Xavier() (uniform), the arcmargin weight init; symmetric in the fans.
     "xavier_uniform": lambda: keras.initializers.GlorotUniform(),

@@ -15,6 +15,7 @@ from dmltf.methods.base import (  # noqa: F401
     OptimizerGroup,
     Parts,
     gather_global_batch,
+    loss_scope,
     loss_weights_group,
 )
 from dmltf.registry import Registry, import_submodules

@@ -23,6 +23,8 @@ each with the main loss's whole flag set under the prefix ``--<name>_<role>_`` a
 defaults; ``default_sampler`` is the batch sampler used when ``--batch_sampler`` is empty.
 """
 import collections
+import contextlib
+import types
 import weakref
 from dataclasses import dataclass, field
 
@@ -86,6 +88,14 @@ class Parts:
     def loss(self, role=None, *, embedding_dim=None):
         return self.make_loss(role, self.embedding_dim if embedding_dim is None else embedding_dim)
 
+    def feature_model(self):
+        """backbone -> pooling (no head): the trunk feature a method builds its own head on."""
+        from dmltf.models import build_embedding_model
+
+        return build_embedding_model(self.backbone, self.input_shape, pooling=self.pooling, embedding_dim=0,
+                                     l2_normalize=False, backbone_weights=self.backbone_weights,
+                                     freeze_bn=self.freeze_bn)
+
     def embedding_model(self):
         """backbone -> pooling -> embedding head, as the flags describe."""
         from dmltf.models import build_embedding_model
@@ -96,8 +106,29 @@ class Parts:
                                      freeze_bn=self.freeze_bn)
 
 
+LOSS_SCOPES = ("global", "replica")
+# Process-wide, not per thread: MirroredStrategy runs (and traces) each replica in its own thread.
+_scope = types.SimpleNamespace(value="global")
+
+
+@contextlib.contextmanager
+def loss_scope(scope):
+    """Within it (at trace time), :func:`gather_global_batch` gathers the global batch
+    (``"global"``, the default) or keeps each replica's own share (``"replica"``: each replica's
+    loss is its share's, as PaddlePaddle computes a loss per GPU sub-batch; the trainer then
+    averages the replicas' losses and gradients)."""
+    if scope not in LOSS_SCOPES:
+        raise ValueError(f"--loss_scope must be one of {', '.join(LOSS_SCOPES)}, got {scope!r}")
+    previous, _scope.value = _scope.value, scope
+    try:
+        yield
+    finally:
+        _scope.value = previous
+
+
 def gather_global_batch(labels, embeddings):
-    """Under a multi-replica strategy, the whole global batch on every replica.
+    """Under a multi-replica strategy, the whole global batch on every replica (within
+    ``loss_scope("replica")``, the replica's own share, unchanged).
 
     ``all_gather`` has a gradient (each replica gets the slice of its own inputs, summed
     over replicas), so a loss computed on the gathered batch is the global-batch loss on every
@@ -108,7 +139,7 @@ def gather_global_batch(labels, embeddings):
     Returns (labels, embeddings).
     """
     ctx = tf.distribute.get_replica_context()
-    if ctx is None or ctx.num_replicas_in_sync == 1:
+    if ctx is None or ctx.num_replicas_in_sync == 1 or _scope.value == "replica":
         return labels, embeddings
     dtype = embeddings.dtype
     packed = tf.concat([tf.cast(embeddings, tf.float32), tf.cast(tf.reshape(labels, [-1, 1]), tf.float32)], axis=1)
