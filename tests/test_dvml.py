@@ -1,8 +1,11 @@
 """DVML: loss terms and the seed's objectives against numpy (float64, written from METHODS.md 1.2 /
-1.4), gradient cut-off per phase, phase switch across a kill and resume, the three Cars196 flagfiles
-end to end on a miniature Cars196 in the DVML layout, the DVML-layout reader and random batches.
-Budget: ~2 min.
+1.4), gradient cut-off per phase, phase switch across a kill and resume, the four Cars196 flagfiles
+end to end on a miniature Cars196 in the DVML layout (the reference one at its own length), the
+DVML-layout reader and random batches; issue 19: paper mode's heads, decoder and metric losses as
+GeDML's, the dvml preset's eval crop and the reference flagfile's length and evaluation as the seed's.
+Budget: ~3 min.
 """
+import json
 import os
 import subprocess
 import sys
@@ -61,11 +64,14 @@ def numpy_dvml(method, mode, phase, x, mu, log_var, z_inv, eps, labels, recon_re
     lam = LAMBDAS[phase]
     z = z_inv[None] + mu[None] + np.exp(0.5 * log_var)[None] * eps  # [T, B, E]
     h = dense(z.reshape(-1, E), method.decoder_hidden)
-    if mode == "paper":  # Linear -> BN (batch statistics) -> ReLU -> Linear
+    if mode == "paper":  # GeDML's Linear -> BN (batch statistics) -> ReLU, then the same again
         h = np.maximum(batchnorm(h, method.decoder_bn, True), 0)
-    else:  # Linear -> ReLU -> BN (inference in phase 1, batch statistics in phase 2) -> Linear
+    else:  # the seed's Linear -> ReLU -> BN (inference in phase 1, batch statistics in phase 2) -> Linear
         h = batchnorm(np.maximum(h, 0), method.decoder_bn, phase == 2)
-    x_hat = dense(h, method.decoder_out).reshape(len(eps), b, -1)
+    x_hat = dense(h, method.decoder_out)
+    if mode == "paper":  # GeDML's second BatchNormLayer: Linear -> BN -> ReLU
+        x_hat = np.maximum(batchnorm(x_hat, method.decoder_out_bn, True), 0)
+    x_hat = x_hat.reshape(len(eps), b, -1)
     sq = ((x_hat - x[None]) ** 2).sum(-1)
     kl_i = -0.5 * (1 + log_var - mu**2 - np.exp(log_var)).sum(1)
     terms = {"synthetic": semihard_triplet(labels, z[0]), "invariant": semihard_triplet(labels, z_inv)}
@@ -93,8 +99,9 @@ def numpy_dvml(method, mode, phase, x, mu, log_var, z_inv, eps, labels, recon_re
 # -- fixtures -----------------------------------------------------------------------------------
 def make_dvml(mode, **kwargs):
     keras.utils.set_random_seed(0)
-    encoder, embedding_model = build_encoder("small_cnn", (8, 8, 1), E)
-    loss = losses.get("triplet", margin=1.0, miner="semi_hard", distance="squared_euclidean")
+    encoder, embedding_model = build_encoder("small_cnn", (8, 8, 1), E, mode=mode)
+    loss = kwargs.pop("metric_loss", None) or losses.get("triplet", margin=1.0, miner="semi_hard",
+                                                         distance="squared_euclidean")
     return DVML(encoder, embedding_model, loss, num_classes=4, mode=mode, num_samples=T if mode == "paper" else 0,
                 decoder_units=6, seed=SEED, **kwargs)
 
@@ -117,6 +124,10 @@ def test_loss_terms_match_numpy(mode, recon_reduction, phase):
     rng = np.random.default_rng(1)
     method.decoder_bn.set_weights([rng.uniform(0.5, 1.5, 6), rng.normal(0, 0.1, 6), rng.normal(0, 0.5, 6),
                                    rng.uniform(0.5, 2.0, 6)])
+    if mode == "paper":
+        f = method.decoder_out.units
+        method.decoder_out_bn.set_weights([rng.uniform(0.5, 1.5, f), rng.normal(0, 0.1, f), rng.normal(0, 0.5, f),
+                                           rng.uniform(0.5, 2.0, f)])
     method.on_epoch_begin(phase - 1)  # phase1_epochs = 1
     for labels in (MIXED, DISTINCT):
         images, y = fixed_batch(labels)
@@ -231,13 +242,17 @@ def test_random_batches_are_a_shuffle_of_the_epoch():
 
 SHARED_TAGS = ["train/kl", "train/recon", "train/synthetic", "train/invariant", "train/phase", "train/lambda1",
                "train/lambda4", "learning_rate/decoder", "eval/recall@32", "eval/nmi", "eval/f1"]
+SHORT = ["--epochs=2", "--max_steps_per_epoch=2"]
 FLAGFILES = {  # flagfile -> (overrides for 3 train classes of 4 images, extra tags, learning rate per group)
+    # The reference flagfile runs its own length: 2 epochs (the seed's 1 + 1) of 12 // 6 = 2 steps.
     "dvml_cars196_reference.cfg": (["--classes_per_batch=6"],
                                    ["train/encoder_loss", "train/decoder_loss", "train/classifier_loss"],
                                    {"backbone": 7e-5, "decoder": 1e-2, "classifier": 1e-3}),
-    "dvml_cars196_paper.cfg": (["--classes_per_batch=3", "--dvml_phase1_epochs=1"], ["train/loss"],
+    "dvml_cars196_paper.cfg": (["--classes_per_batch=3", "--dvml_phase1_epochs=1", *SHORT], ["train/loss"],
                                {"backbone": 1e-4, "head": 1e-4, "decoder": 1e-4}),
-    "dvml_cars196_npair.cfg": (["--classes_per_batch=3", "--dvml_phase1_epochs=1"], ["train/loss"],
+    "dvml_cars196_paper_semihard.cfg": (["--classes_per_batch=3", "--dvml_phase1_epochs=1", *SHORT], ["train/loss"],
+                                        {"backbone": 1e-4, "head": 1e-4, "decoder": 1e-4}),
+    "dvml_cars196_npair.cfg": (["--classes_per_batch=3", "--dvml_phase1_epochs=1", *SHORT], ["train/loss"],
                                {"backbone": 1e-4, "head": 1e-4, "decoder": 1e-4}),
 }
 
@@ -248,8 +263,7 @@ def test_flagfile_runs_end_to_end(flagfile, dvml_file, tmp_path):
     logdir = tmp_path / "run"
     cmd = [sys.executable, os.path.join(REPO, "train", "main.py"),
            "--flagfile=" + os.path.join(REPO, "train", "configs", flagfile), f"--dataset={dvml_file}",
-           "--backbone=small_cnn", "--backbone_weights=", "--epochs=2", "--max_steps_per_epoch=2",
-           f"--logdir={logdir}", "--progress=none", "--export=false", "--tb_neighbours=0",
+           "--backbone=small_cnn", "--backbone_weights=", f"--logdir={logdir}", "--progress=none", "--export=false", "--tb_neighbours=0",
            "--tb_projector_points=0", *overrides]
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -264,6 +278,9 @@ def test_flagfile_runs_end_to_end(flagfile, dvml_file, tmp_path):
     phase = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("train/phase")]
     lambda3 = [float(tf.make_ndarray(e.tensor_proto)) for e in acc.Tensors("train/lambda3")]
     assert phase == [1.0, 2.0] and lambda3 == pytest.approx([0.1, 0.2])
+    if flagfile == "dvml_cars196_reference.cfg":  # its own 2 epochs (phase 1 + phase 2) of 12 // 6 = 2 steps
+        with open(logdir / "history.json") as f:
+            assert [(r["epoch"], r["step"]) for r in json.load(f)] == [(1, 2), (2, 4)]
     got = {g: float(tf.make_ndarray(acc.Tensors(f"learning_rate/{g}")[-1].tensor_proto)) for g in rates}
     assert got == pytest.approx(rates)
 
@@ -281,3 +298,120 @@ def test_metric_loss_weights_train_with_the_encoder(tmp_path, mode, loss):
     before = [w.numpy().copy() for w in weights]
     trainer.fit()
     assert any(np.abs(w.numpy() - b).max() > 0 for w, b in zip(weights, before))
+
+
+# -- issue 19: paper mode as GeDML (decoder, heads, metric loss) ----------------------------------
+def _perturb_bn(layer, rng):
+    n = layer.gamma.shape[0]
+    layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.1, n), rng.normal(0, 0.5, n), rng.uniform(0.5, 2.0, n)])
+
+
+def test_paper_decoder_is_gedml_batchnorm_mlp():
+    """GeDML dvml_decoder.yaml: BatchNormMLP [E, 512, F] with bn and relu true for both layers
+    (mlp.py BatchNormLayer: Linear -> BN -> ReLU); the seed's (main.py L108-109) ends in a plain Dense."""
+    rng = np.random.default_rng(5)
+    paper, reference = make_dvml("paper"), make_dvml("reference")
+    assert [type(l).__name__ for l in paper.decoder_layers()] == ["Dense", "BatchNormalization", "Dense",
+                                                                  "BatchNormalization"]
+    assert [type(l).__name__ for l in reference.decoder_layers()] == ["Dense", "BatchNormalization", "Dense"]
+    for bn in (paper.decoder_bn, paper.decoder_out_bn):
+        _perturb_bn(bn, rng)
+    z = rng.normal(size=(7, E)).astype("float32")
+    for training in (False, True):
+        got = np.asarray(paper.decode(z, 2, training), np.float64)
+        h = np.maximum(batchnorm(dense(z.astype(np.float64), paper.decoder_hidden), paper.decoder_bn, training), 0)
+        want = np.maximum(batchnorm(dense(h, paper.decoder_out), paper.decoder_out_bn, training), 0)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        assert got.min() == 0.0  # ends in a ReLU
+    # Every decoder layer trains in the decoder group.
+    group = {g.name: g for g in paper.optimizer_groups()}["decoder"]
+    assert {id(v) for v in group.variables} == {id(v) for l in paper.decoder_layers() for v in l.trainable_variables}
+
+
+@pytest.mark.parametrize("mode", ["paper", "reference"])
+def test_heads_read_the_raw_feature_in_paper_mode(mode):
+    """GeDML: mu = embedder_mean(features), log_var = embedder_std(features) (dvml_collector.py L120-121),
+    embeddings = embedder(features) (_default_global_collector.py L44-45), each a single Linear
+    (dvml_embedder.yaml); the seed puts bn_block before its fc1-fc3 (main.py L81-89)."""
+    method = make_dvml(mode)
+    images, _ = fixed_batch(MIXED)
+    x, *heads = (np.asarray(t, np.float64) for t in method.encoder(images, training=True))
+    direct = [dense(x, method.encoder.get_layer(name)) for name in ("mu", "log_var", "invariance")]
+    on_raw = all(np.allclose(d, h, rtol=1e-4, atol=1e-5) for d, h in zip(direct, heads))
+    assert on_raw == (mode == "paper")
+    assert any(l.name == "feature_bn" for l in method.encoder.layers) == (mode == "reference")
+    other = "paper" if mode == "reference" else "reference"
+    encoder, embedding_model = build_encoder("small_cnn", (8, 8, 1), E, mode=other)
+    with pytest.raises(ValueError, match="feature_bn"):
+        DVML(encoder, embedding_model, num_classes=4, mode=mode)
+
+
+def flagfile_cfg(name, **overrides):
+    """config.make from a flagfile's --key=value lines (as train/main.py reads them) and overrides."""
+    values = {}
+    with open(os.path.join(REPO, "train", "configs", name)) as f:
+        for line in f:
+            if line.startswith("--"):
+                key, _, value = line.strip()[2:].partition("=")
+                values[key] = value
+    values.update(overrides)
+    return config.make(**values)
+
+
+def gedml_dense_triplet(labels, x, margin=1.0):
+    """GeDML TripletLoss (triplet_loss.py L33-38) over DenseTripletSelector's triplets, on LpMetric
+    distances of normalised inputs (euclid.yaml): the mean of the non-zero relu(d_ap - d_an + m)."""
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    d = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    terms = [max(0.0, d[a, p] - d[a, n] + margin) for a in range(len(x)) for p in range(len(x))
+             for n in range(len(x)) if a != p and labels[a] == labels[p] and labels[n] != labels[a]]
+    nonzero = [t for t in terms if t > 0]
+    assert 0 < len(nonzero) < len(terms)  # the batch tells "mean of the non-zero" from "mean of all"
+    return float(np.mean(nonzero))
+
+
+@pytest.mark.parametrize("flagfile,reference", [("dvml_cars196_paper.cfg", gedml_dense_triplet),
+                                                ("dvml_cars196_paper_semihard.cfg", semihard_triplet)])
+def test_paper_flagfiles_metric_loss(flagfile, reference):
+    """dvml_cars196_paper.cfg's L_m is GeDML's (link_dvml.yaml); the _semihard flagfile keeps the seed's."""
+    from dmltf.training.builders import build_loss
+
+    assert flagfile_cfg(flagfile).loss_triplet_margin == 1.0
+    # A smaller margin than the flagfile's 1 leaves some triplets of the untrained network at zero.
+    cfg = flagfile_cfg(flagfile, loss_triplet_margin=0.2)
+    margin = cfg.loss_triplet_margin
+    method = make_dvml("paper", metric_loss=build_loss(cfg, None, 4, E), metric_l2_normalize=cfg.dvml_metric_l2_normalize)
+    images, y = fixed_batch(MIXED)
+    x, mu, log_var, z_inv = (np.asarray(t, np.float64) for t in method.encoder(images, training=True))
+    eps = tf.random.stateless_normal((T, len(y), E), tf.constant([SEED, 0], tf.int64)).numpy()
+    z_syn = z_inv + mu + np.exp(0.5 * log_var) * eps[0]
+    got = method.compute_losses((images, y), training=True)
+    np.testing.assert_allclose(float(got["invariant"]), reference(y, z_inv, margin), rtol=2e-4, atol=1e-5)
+    np.testing.assert_allclose(float(got["synthetic"]), reference(y, z_syn, margin), rtol=2e-4, atol=1e-5)
+
+
+def test_dvml_eval_crop_is_the_seeds_offset_15():
+    """random_fixed_size_crop_mod.py L95-101: 256 -> 227 leaves 29 pixels; both margins odd, so the
+    seed slices [15:-14] (offset 15), where a torchvision CenterCrop rounds 14.5 to 14."""
+    from dmltf.data import augmentation
+
+    image = np.random.default_rng(0).integers(0, 256, (256, 256, 3)).astype(np.uint8)
+    got = augmentation.get("dvml").eval(tf.constant(image)).numpy()
+    np.testing.assert_array_equal(got, image[15:-14, 15:-14])
+    # An even margin is split evenly, as the seed's: image_size 112 resizes to 126, offset 7.
+    small = augmentation.get("dvml", image_size=112)
+    resized = augmentation.resize(tf.constant(image), (126, 126)).numpy()
+    np.testing.assert_array_equal(small.eval(tf.constant(image)).numpy(), resized[7:119, 7:119])
+
+
+def test_reference_flagfile_length_and_evaluation_are_the_seeds():
+    """main.py: 1 + 1 epochs ran (copy.copy of one Fuel epoch iterator per phase, L173-176, L227-230);
+    evaluation every RECORD_STEP = 20 steps keeping the best NMI (L200, L219-222); NMI and F1 from
+    scikit-learn 0.20.4's KMeans(n_clusters=98, random_state=1) defaults (lib/evaluation.py L20)."""
+    cfg = flagfile_cfg("dvml_cars196_reference.cfg")
+    assert (cfg.epochs, cfg.dvml_phase1_epochs) == (2, 1)
+    assert (cfg.eval_every, cfg.eval_every_steps, cfg.best_metric) == (0, 20, "nmi")
+    from dmltf.evaluation import clustering
+
+    assert clustering.parse_kmeans(cfg.eval_kmeans) == (
+        "sklearn", {"n_init": 10, "max_iter": 300, "tol": 1e-4, "algorithm": "elkan", "random_state": 1})
