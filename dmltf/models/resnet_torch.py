@@ -66,7 +66,9 @@ def build_resnet_torch(input_shape, stages=RESNET50_STAGES, name="resnet50_torch
     feature_dim=2048,
     image_size=224,
     weights_help="Convert torchvision's resnet50-*.pth with `python -m pretrained.resnet50_from_torch "
-    "resnet50-0676ba61.pth resnet50_torch.weights.h5` (see pretrained/README.md).",
+    "resnet50-0676ba61.pth resnet50_torch.weights.h5`, or PaddlePaddle's ResNet50_pretrained.tar (the same "
+    "network) with `python -m pretrained.resnet50_from_paddle ResNet50_pretrained.tar resnet50_paddle.weights.h5` "
+    "(see pretrained/README.md).",
 )
 def resnet50_torch(input_shape):
     return build_resnet_torch(input_shape)
