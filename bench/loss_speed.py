@@ -56,6 +56,7 @@ LOSSES = {
     "dynamic_soft_margin": {},
     "ranked_list": {},
     "pnp": {},
+    "pn": {},
     "threshold_consistent_margin": {},
     "soft_nearest_neighbor": {},
     "multiple_losses (tuplet_margin + ipv)": {"losses": ("tuplet_margin", "intra_pair_variance")},

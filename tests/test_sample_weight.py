@@ -67,6 +67,7 @@ CASES = {
     "ntxent_euclidean_semi_hard": ("ntxent", {"distance": "euclidean", "miner": "semi_hard"}),
     "p2s_grad": ("p2s_grad", {}),
     "pnp": ("pnp", {"anneal": 0.1}),
+    "pn": ("pn", {"distance": "euclidean"}),
     "pnp_dq_batch_hard": ("pnp", {"variant": "Dq", "anneal": 0.1, "miner": "batch_hard"}),
     "proxy_anchor": ("proxy_anchor", {"ortho_weight": 0.1}),
     "proxy_anchor_dml_tf": ("proxy_anchor", {"variant": "dml_tf", "alpha": 8.0}),
