@@ -116,6 +116,8 @@ GROUPS = {
                         "(niter=20, nredo, seed) or sklearn (n_init, max_iter, tol, init, algorithm, random_state; "
                         "unset: the installed scikit-learn's defaults); seeds default to --seed. See "
                         "dmltf/evaluation/clustering.py."),
+        "eval_average": ("micro", "Retrieval metrics averaged over the queries (micro) or over the classes, each "
+                         "class's queries first (macro, TF Similarity's average='macro')."),
         "best_metric": ("map@r", "Metric that selects the best checkpoint."),
         "tb_neighbours": (8, "Queries shown with their top-5 neighbours in TensorBoard (0: none)."),
         "tb_projector_points": (2000, "Embeddings written for the TensorBoard projector (0: none)."),

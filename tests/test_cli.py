@@ -27,7 +27,7 @@ def trained(tmp_path_factory):
     cfg = config.make(dataset="digits", embedding_dim=16, classes_per_batch=10, samples_per_class=4, epochs=1,
                       max_steps_per_epoch=5, eval_every=1, progress="none", tb_neighbours=0, tb_projector_points=0,
                       logdir=str(logdir), eval_metrics=["recall@1", "map@r", "nmi"], seed=3,
-                      eval_kmeans="sklearn:n_init=2,max_iter=50")
+                      eval_kmeans="sklearn:n_init=2,max_iter=50", eval_average="macro")
     trainer, rows = run(cfg)
     return logdir, rows[-1][1], trainer
 
@@ -37,7 +37,7 @@ def test_evaluate_run_and_export_reproduce_the_training_metrics(trained, tmp_pat
     out = script("evaluate.py", f"--run={logdir}", "--metrics=recall@1,map@r,nmi", f"--output_json={tmp_path / 'm.json'}")
     assert out.returncode == 0, out.stderr[-2000:]
     saved = json.load(open(tmp_path / "m.json"))
-    # The clustering metric too: the run's k-means (--eval_kmeans) and seed.
+    # The run's averaging (--eval_average), k-means (--eval_kmeans) and seed.
     for name in ("recall@1", "map@r", "nmi"):
         assert saved[name] == pytest.approx(metrics[name], abs=1e-6), name
     assert "map@r" in out.stdout

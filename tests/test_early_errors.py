@@ -66,6 +66,8 @@ def error_line(result):
     ({"eval_metrics": ["recall@1"], "best_metric": "nmi"}, "--best_metric=nmi is not among --eval_metrics (recall@1)"),
     ({"eval_metrics": ["recall@1", "fnmr@fmr=0.01"], "best_metric": "fnmr@fmr=0.01"},
      "--best_metric=fnmr@fmr=0.01 is better when lower"),
+    ({"eval_average": "weighted"}, "--eval_average must be one of micro, macro, got 'weighted'"),
+    ({"eval_kmeans": "kmeans++"}, "--eval_kmeans: Unknown kmeans_backend 'kmeans++'"),
     ({"epochs": 0}, "--epochs must be >= 1, got 0"),
     ({"classes_per_batch": 11}, "classes_per_batch=11 exceeds the 10 classes"),
 ])

@@ -268,3 +268,17 @@ def test_the_new_names_reach_evaluate_and_the_eval_metrics_flag():
 
     assert [n for n in names if lower_is_better(n)] == ["fnmr@fmr=0.1", "dists@intra", "dists@intra_over_inter",
                                                        "rho_spectrum@1"]
+
+
+def test_the_eval_average_flag_reaches_a_runs_evaluation():
+    """--eval_average=macro: the trainer's evaluation averages per class, as evaluate(average="macro")."""
+    rng = np.random.default_rng(4)
+    y = np.array([0] * 12 + [1] * 3 + [2] * 3)  # imbalanced: micro and macro differ
+    x = (rng.normal(size=(len(y), 6)) + 0.8 * np.eye(6)[y]).astype("float32")
+    cfg = config.make(eval_metrics=["recall@1", "map@r"], eval_average="macro")
+    got = trainer.evaluate_embeddings(x, y, cfg)
+    normed = x / np.linalg.norm(x, axis=1, keepdims=True)
+    macro = evaluation.evaluate(normed, y, metrics=("recall@1", "map@r"), average="macro")
+    micro = evaluation.evaluate(normed, y, metrics=("recall@1", "map@r"))
+    assert got["map@r"] == pytest.approx(macro["map@r"]) and got["recall@1"] == pytest.approx(macro["recall@1"])
+    assert abs(macro["map@r"] - micro["map@r"]) > 1e-3

@@ -20,6 +20,8 @@ flags.DEFINE_list("metrics", ["recall@1", "recall@2", "recall@4", "recall@8", "p
 flags.DEFINE_enum("distance", "euclidean", ["euclidean", "cosine"], "kNN distance.")
 flags.DEFINE_bool("l2_normalize", True, "L2-normalise the embeddings first.")
 flags.DEFINE_string("output_json", "", "Also write the metrics here.")
+flags.DEFINE_string("average", "", "micro or macro averaging of the retrieval metrics; empty: the run's own "
+                    "(--eval_average), micro for --model.")
 flags.DEFINE_string("kmeans", "", "k-means of the clustering metrics, as train/main.py's --eval_kmeans "
                     "(backend[:key=value,...]); empty: the run's own (and its seed), faiss for --model.")
 FLAGS = flags.FLAGS
@@ -42,10 +44,11 @@ def main(argv):
     embeddings, labels = embedder.embed(split)
     if FLAGS.l2_normalize:
         embeddings = l2_normalize(embeddings).numpy()
-    # The run's k-means and seed, so that its clustering metrics are reproduced too.
+    # The run's k-means, seed and averaging, so that its metrics are reproduced exactly.
     kmeans = FLAGS.kmeans or getattr(cfg, "eval_kmeans", "faiss")
     metrics = evaluation.evaluate(embeddings, labels, metrics=metric_names, distance=FLAGS.distance,
-                                  kmeans_backend=kmeans, seed=getattr(cfg, "seed", 0))
+                                  kmeans_backend=kmeans, seed=getattr(cfg, "seed", 0),
+                                  average=FLAGS.average or getattr(cfg, "eval_average", "micro"))
     width = max(len(m) for m in metrics)
     for name, value in metrics.items():
         print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")

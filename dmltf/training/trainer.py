@@ -145,7 +145,7 @@ def evaluate_embeddings(embeddings, labels, cfg):
     if cfg.eval_l2_normalize:
         embeddings = keras.ops.convert_to_numpy(l2_normalize(embeddings))
     return evaluation.evaluate(embeddings, labels, metrics=tuple(cfg.eval_metrics), distance=cfg.eval_distance,
-                               kmeans_backend=cfg.eval_kmeans, seed=cfg.seed)
+                               kmeans_backend=cfg.eval_kmeans, seed=cfg.seed, average=cfg.eval_average)
 
 
 # Settings a resumed run may change (each change is printed and recorded in config.json's

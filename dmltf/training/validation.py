@@ -13,7 +13,8 @@ from dmltf.training.trainer import NONFINITE_ACTIONS
 
 def check_run(cfg):
     """Raises a one-line ValueError for the first mistake of a training run of ``cfg``: the
-    non-finite action, the epochs, the metric names, the best metric, the logdir. (The sampler's
+    non-finite action, the loss scope, the epochs, the metric names, their averaging and k-means,
+    the best metric, the logdir. (The sampler's
     batch against the split's classes and the replicas is the Trainer's first check, made
     before it writes anything.)"""
     if cfg.nonfinite not in NONFINITE_ACTIONS:
@@ -23,6 +24,13 @@ def check_run(cfg):
     if cfg.epochs < 1:
         raise ValueError(f"--epochs must be >= 1, got {cfg.epochs}: a run without training has no model to evaluate")
     metrics = check_metric_flag(cfg.eval_metrics, "--eval_metrics")
+    if cfg.eval_average not in evaluation.metrics.AVERAGES:
+        raise ValueError(f"--eval_average must be one of {', '.join(evaluation.metrics.AVERAGES)}, got "
+                         f"{cfg.eval_average!r}")
+    try:
+        evaluation.clustering.check_backend(cfg.eval_kmeans)
+    except ValueError as e:
+        raise ValueError(f"--eval_kmeans: {e}") from None
     if cfg.best_metric not in metrics:
         raise ValueError(f"--best_metric={cfg.best_metric} is not among --eval_metrics ({', '.join(metrics)}), "
                          f"so no best checkpoint could be chosen")
