@@ -12,7 +12,6 @@ dmltf gives exactly 0 with a zero gradient, its contract for a batch without a v
 PML's LpDistance / SNRDistance cases were recorded with ``normalize_embeddings=False``:
 dmltf's distances take the embeddings as given (the recording script says so).
 """
-import os
 
 import keras
 import numpy as np
@@ -21,8 +20,10 @@ import tensorflow as tf
 
 from dmltf import losses
 from dmltf.losses.self_supervised import SelfSupervisedLoss
+from recorded_losses import Recording, value_and_grads
 
-FIXTURE = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "pml", "pml_losses.npz"))
+FIXTURE = Recording("pml", "pml_losses.npz")
+batch, recorded = FIXTURE.batch, FIXTURE.recorded
 BATCH_KINDS = ("balanced", "ragged", "one_class", "distinct", "refs")
 
 # fixture case -> (dmltf loss name, constructor kwargs)
@@ -58,30 +59,6 @@ SELF_SUPERVISED = {  # fixture case -> SelfSupervisedLoss kwargs; PML labels eac
 }
 
 
-def batch(kind):
-    get = lambda key: FIXTURE[f"input__{kind}__{key}"] if f"input__{kind}__{key}" in FIXTURE else None  # noqa: E731
-    return get("labels"), get("x"), get("ref_labels"), get("refs")
-
-
-def recorded(case, kind):
-    prefix = f"{case}__{kind}__"
-    return {key[len(prefix):]: FIXTURE[key] for key in FIXTURE.files if key.startswith(prefix)}
-
-
-def value_and_grads(loss, labels, x, ref_labels=None, refs=None, sample_weight=None):
-    xt = tf.constant(x, tf.float32)
-    rt = None if refs is None else tf.constant(refs, tf.float32)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(xt)
-        if rt is not None:
-            tape.watch(rt)
-        value = loss(labels, xt, ref_labels, rt, sample_weight=sample_weight)
-    dense = lambda g, like: np.zeros(like.shape) if g is None else np.asarray(tf.convert_to_tensor(g))  # noqa: E731
-    grad_x = dense(tape.gradient(value, xt), x)
-    grad_refs = None if rt is None else dense(tape.gradient(value, rt), refs)
-    return float(value), grad_x, grad_refs
-
-
 def test_fixture_was_recorded_from_pml_2_9():
     assert str(FIXTURE["pml_version"]) == "2.9.0"
     recorded_cases = {key.split("__")[0] for key in FIXTURE.files if "__" in key} - {"input"}
@@ -97,7 +74,7 @@ def test_values_and_gradients_match_pml(case):
         if not want:  # PML refuses this batch (references not supported)
             continue
         labels, x, ref_labels, refs = batch(kind)
-        value, grad_x, grad_refs = value_and_grads(losses.get(name, **kwargs), labels, x, ref_labels, refs)
+        value, grad_x, grad_refs, _ = value_and_grads(losses.get(name, **kwargs), labels, x, ref_labels, refs)
         msg = f"{case} on the {kind} batch"
         if "nan" in want:  # PML: mean of no terms; dmltf: 0 and a zero gradient
             assert value == 0.0 and np.all(grad_x == 0.0), msg
@@ -131,7 +108,7 @@ def test_no_pair_gives_zero_and_zero_gradient(name):
     if name not in NEGATIVE_PART:  # no positive pair
         batches.append((np.arange(4), FIXTURE["input__distinct__x"][:4]))
     for labels, x in batches:
-        value, grad_x, _ = value_and_grads(losses.get(name), labels, x)
+        value, grad_x, _, _ = value_and_grads(losses.get(name), labels, x)
         assert value == 0.0 and np.all(grad_x == 0.0), name
 
 
@@ -156,7 +133,7 @@ def test_finite_under_mixed_precision_and_in_tf_function(name):
 def test_self_supervised_matches_pml(case):
     x, view2 = FIXTURE["input__views__x"], FIXTURE["input__views__view2"]
     want = recorded(case, "views")
-    value, grad_x, grad_view2 = value_and_grads(SelfSupervisedLoss(**SELF_SUPERVISED[case]), None, x, None, view2)
+    value, grad_x, grad_view2, _ = value_and_grads(SelfSupervisedLoss(**SELF_SUPERVISED[case]), None, x, None, view2)
     np.testing.assert_allclose(value, want["value"], rtol=1e-5, atol=1e-7, err_msg=case)
     np.testing.assert_allclose(grad_x, want["grad_x"], rtol=1e-5, atol=1e-6, err_msg=case)
     np.testing.assert_allclose(grad_view2, want["grad_refs"], rtol=1e-5, atol=1e-6, err_msg=case)
@@ -170,8 +147,8 @@ def test_self_supervised_sample_weight_contract(symmetric):
     loss = SelfSupervisedLoss("ntxent", symmetric=symmetric)
     w = np.array([1, 0, 1, 1, 0, 1, 1, 0, 1], "float32")
     kept = w == 1
-    value, grad_x, grad_view2 = value_and_grads(loss, None, x, None, view2, sample_weight=w)
-    want, want_x, want_view2 = value_and_grads(loss, None, x[kept], None, view2[kept])
+    value, grad_x, grad_view2, _ = value_and_grads(loss, None, x, None, view2, sample_weight=w)
+    want, want_x, want_view2, _ = value_and_grads(loss, None, x[kept], None, view2[kept])
     np.testing.assert_allclose(value, want, rtol=1e-6)
     np.testing.assert_allclose(grad_x[kept], want_x, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grad_view2[kept], want_view2, rtol=1e-5, atol=1e-7)
@@ -249,7 +226,7 @@ def test_fractional_weights_match_numpy_reference(name, reference):
     w = np.array([0.5, 1.0, 0.0, 2.0, 0.3, 1.5, 0.0, 0.8, 1.2])
     for kind in ("balanced", "ragged"):
         labels, x, _, _ = batch(kind)
-        value, grad, _ = value_and_grads(losses.get(name), labels, x, sample_weight=w.astype("float32"))
+        value, grad, _, _ = value_and_grads(losses.get(name), labels, x, sample_weight=w.astype("float32"))
         np.testing.assert_allclose(value, reference(labels, x, w), rtol=1e-5, err_msg=f"{name} on {kind}")
         eps, numeric = 1e-6, np.zeros_like(x)
         for idx in np.ndindex(*x.shape):

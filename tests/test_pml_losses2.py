@@ -16,7 +16,6 @@ Deliberate differences are checked against PML's own numbers transformed as docu
 p2s_grad's weight gradient (the tangential part of PML's) and dynamic_soft_margin's embedding
 gradient (recorded with PML's histogram detached; PML's own gradient is kept to show it differs).
 """
-import os
 
 import keras
 import numpy as np
@@ -26,10 +25,12 @@ import tensorflow as tf
 from dmltf import losses
 from dmltf.losses.barlow_twins import BarlowTwinsLoss
 from dmltf.losses.vicreg import VICRegLoss
+from recorded_losses import Recording, value_and_grads
 
-FIXTURE = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "pml", "pml_losses2.npz"))
+FIXTURE = Recording("pml", "pml_losses2.npz")
+batch, recorded = FIXTURE.batch, FIXTURE.recorded
 # TensorFlow Similarity 0.17 (TF 2.15), recorded by fixtures/pml/record_tfsim_losses.py on the same inputs
-TFSIM = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "pml", "tfsim_losses.npz"))
+TFSIM = Recording("pml", "tfsim_losses.npz")
 BATCH_KINDS = ("balanced", "ragged", "one_class", "distinct", "refs")
 C, D = 5, 6
 PROXY = {"num_classes": C, "embedding_dim": D}
@@ -77,38 +78,12 @@ NAMES = sorted({name for name, _ in CASES.values()} | {"soft_nearest_neighbor"})
 PAIR_NAMES = [name for name in NAMES if not issubclass(losses.get_class(name), losses.ProxyLoss)]
 
 
-def batch(kind):
-    get = lambda key: FIXTURE[f"input__{kind}__{key}"] if f"input__{kind}__{key}" in FIXTURE else None  # noqa: E731
-    return get("labels"), get("x"), get("ref_labels"), get("refs")
-
-
-def recorded(case, kind):
-    prefix = f"{case}__{kind}__"
-    return {key[len(prefix):]: FIXTURE[key] for key in FIXTURE.files if key.startswith(prefix)}
-
-
 def build(case):
     name, kwargs = CASES[case] if case in CASES else ("soft_nearest_neighbor", TFSIM_CASES[case])
     loss = losses.get(name, **kwargs)
     if f"{case}__W" in FIXTURE:  # PML's weight [D, C], dmltf's proxies [C, D]
         loss.proxies.assign(FIXTURE[f"{case}__W"].T.astype("float32"))
     return loss
-
-
-def value_and_grads(loss, labels, x, ref_labels=None, refs=None, sample_weight=None):
-    """Value and gradients for the embeddings, the references and the loss's trainable weights."""
-    xt = tf.constant(x, tf.float32)
-    rt = None if refs is None else tf.constant(refs, tf.float32)
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(xt)
-        if rt is not None:
-            tape.watch(rt)
-        value = loss(labels, xt, ref_labels, rt, sample_weight=sample_weight)
-    dense = lambda g, like: np.zeros(tuple(like.shape)) if g is None else np.asarray(tf.convert_to_tensor(g))  # noqa
-    grad_x = dense(tape.gradient(value, xt), x)
-    grad_refs = None if rt is None else dense(tape.gradient(value, rt), refs)
-    grad_w = [dense(tape.gradient(value, v), v) for v in loss.trainable_weights]
-    return float(value), grad_x, grad_refs, grad_w
 
 
 def expected_weight_grad(case, kind):

@@ -11,18 +11,16 @@ TFSim's loss with those terms zeroed (``masked_*``, recorded from TFSim's own ``
 terms) on every batch: 0 with a zero gradient on the one-class and all-distinct batches, where
 TFSim's own value is non-zero (the all-distinct batch under the semi-hard, margin-1 case aside).
 """
-import os
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from dmltf import losses
+from recorded_losses import Recording, value_and_grads
 
-HERE = os.path.dirname(__file__)
-INPUTS = np.load(os.path.join(HERE, "fixtures", "pml", "pml_losses2.npz"))
-TFSIM = np.load(os.path.join(HERE, "fixtures", "pml", "tfsim_pn.npz"))
+INPUTS = Recording("pml", "pml_losses2.npz")
+TFSIM = Recording("pml", "tfsim_pn.npz")
 KINDS = ("balanced", "ragged", "one_class", "distinct")
 
 # fixture case -> dmltf kwargs (TFSim's "sql2" is squared_euclidean; its margin=m is soft=False, margin=m)
@@ -35,14 +33,6 @@ CASES = {
 }
 
 
-def value_and_grad(loss, labels, x):
-    xt = tf.constant(x, tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        value = loss(labels, xt)
-    return float(value), tape.gradient(value, xt).numpy()
-
-
 def test_fixture_was_recorded_from_tfsim_0_17():
     assert str(TFSIM["tfsim_version"]) == "0.17.1" and str(TFSIM["tf_version"]).startswith("2.15")
     assert {key.split("__")[0] for key in TFSIM.files if "__" in key} == set(CASES)
@@ -51,9 +41,9 @@ def test_fixture_was_recorded_from_tfsim_0_17():
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_values_and_gradients_match_tfsim(case):
     for kind in KINDS:
-        labels, x = INPUTS[f"input__{kind}__labels"], INPUTS[f"input__{kind}__x"].astype("float32")
+        labels, x, _, _ = INPUTS.batch(kind)
         want = lambda key: TFSIM[f"{case}__{kind}__{key}"]  # noqa: E731
-        value, grad = value_and_grad(losses.get("pn", **CASES[case]), labels, x)
+        value, grad, _, _ = value_and_grads(losses.get("pn", **CASES[case]), labels, x)
         assert np.isfinite(want("value")) and np.all(np.isfinite(want("grad_x"))), kind
         # the masked value is TFSim's mean with the degenerate anchors' terms set to 0
         valid = want("valid") > 0
