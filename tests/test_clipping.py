@@ -39,7 +39,7 @@ def apply_shares(strategy, group, shares, step):
     def run():
         def replica():
             ctx = tf.distribute.get_replica_context()
-            group.apply([tf.gather(tf.constant(shares), ctx.replica_id_in_sync_group)], tf.constant(step, tf.int64))
+            group.apply([tf.gather(tf.constant(shares), ctx.replica_id_in_sync_group)], group.clips_at(step))
         strategy.run(replica)
     run()
 

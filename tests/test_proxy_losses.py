@@ -407,7 +407,7 @@ def test_one_step_moves_proxies_at_the_loss_multiplier(name, multiplier):
         total = method.compute_losses((images, labels))["loss"]
     grads = dict(zip(variables, tape.gradient(total, list(variables.values()))))
     for k in variables:
-        groups[k].apply(grads[k], 0)
+        groups[k].apply(grads[k], groups[k].clips_at(0))
 
     def fitted_step(k):
         """The scalar s with delta = -s * grad (least squares over the group's elements)."""

@@ -50,8 +50,8 @@ def recording_rates(trainer, group="backbone"):
     rates, make_step = [], trainer._step_fn
     optimizer = {g.name: g for g in trainer.groups}[group]
 
-    def step_fn(active):
-        step = make_step(active)
+    def step_fn(active, clip):
+        step = make_step(active, clip)
 
         def recorded(batch):
             rates.append(optimizer.learning_rate)

@@ -85,16 +85,18 @@ class GroupOptimizer:
     def learning_rate(self):
         return float(keras.ops.convert_to_numpy(self.optimizer.learning_rate))
 
-    def apply(self, grads, step):
-        """Apply this replica's share ``grads`` of the gradient at global iteration ``step`` (0-based),
-        in replica context; the optimizer sums the shares of all replicas."""
+    def clips_at(self, step):
+        """Whether the update of global iteration ``step`` (0-based) is clipped (a Python bool: the
+        trainer traces a clipping step and a plain one, since no cross-replica sum may run inside
+        a tf.cond, and a select would clip every later step for nothing)."""
+        return bool(self.clip_value or self.clip_norm) and (not self.clip_steps or step < self.clip_steps)
+
+    def apply(self, grads, clip):
+        """Apply this replica's share ``grads`` of the gradient, in replica context, clipped if
+        ``clip`` (see :meth:`clips_at`); the optimizer sums the shares of all replicas."""
         variables = self.group.variables
-        if self.clip_value or self.clip_norm:
-            clipped = self._clipped(grads)
-            if self.clip_steps:  # a select, not a tf.cond: no cross-replica sum may run inside a cond
-                clipping = step < self.clip_steps
-                clipped = [g if g is None else tf.where(clipping, c, g) for g, c in zip(grads, clipped)]
-            grads = clipped
+        if clip:
+            grads = self._clipped(grads)
         if self.l2:  # after clipping, as PyTorch's optimizers add weight_decay * w inside step()
             # Each replica adds 1/N of it: the optimizer sums the replicas' shares.
             replicas = tf.distribute.get_strategy().num_replicas_in_sync

@@ -453,13 +453,14 @@ class Trainer:
             return losses
         return losses + [f"gradient of group {g.name!r}" for g in active]
 
-    def _step_fn(self, active):
-        """The traced step of the ``active`` groups. It returns the replicas' mean losses, a flag
+    def _step_fn(self, active, clip):
+        """The traced step of the ``active`` groups, their updates clipped if ``clip``
+        (``GroupOptimizer.clips_at``). It returns the replicas' mean losses, a flag
         per value of ``_checked(active)`` (set where it is non-finite on any replica; then no
         update is applied) and a flag per active group, set where the group's weights are
         non-finite after the update (finite gradients can still overflow them, e.g. a decoupled
         weight decay with lr x wd > 2)."""
-        key = tuple(g.name for g in active)
+        key = (tuple(g.name for g in active), clip)
         if key not in self._step_fns:
             scaled = self.cfg.precision == "mixed_float16"
             replicas = self.strategy.num_replicas_in_sync
@@ -481,7 +482,7 @@ class Trainer:
 
             def apply(grads):
                 for g, group_grads in zip(active, grads):
-                    g.apply(group_grads, self.step)
+                    g.apply(group_grads, clip)
 
             def step(dist_batch):
                 losses, grads, nonfinite = self.strategy.run(replica_step, args=(dist_batch,))
@@ -566,7 +567,7 @@ class Trainer:
             self.global_batch,
         )
         active = self._active(epoch)
-        step_fn, checked = self._step_fn(active), self._checked(active)
+        checked = self._checked(active)
         bar = _progress(cfg, steps, epoch)
         # Means over the applied steps: a skipped step's losses are not the model's.
         totals, applied, skipped = collections.defaultdict(float), 0, 0
@@ -574,6 +575,7 @@ class Trainer:
         for i, batch in enumerate(dataset):
             for g in self.groups:
                 g.set_learning_rate(cfg, epoch + (done + i) / self.steps_per_epoch, first + i)
+            step_fn = self._step_fn(active, any(g.clips_at(first + i) for g in active))
             with loss_scope(cfg.loss_scope):  # read when the step is traced, by every replica's thread
                 losses, nonfinite, overflowed = step_fn(batch)
             at = f"epoch {epoch + 1}, global step {first + i + 1}"
