@@ -32,6 +32,8 @@ def sha256_of(path):
 def verify_sha256(path, expected):
     """Compare the file's sha256 with ``expected`` (the full digest or a prefix of >= 8 hex
     digits, as torch.hub file names carry)."""
+    if os.path.isdir(path):
+        raise WeightFileError(f"--sha256 checks a file: pass the .tar itself rather than the folder {path}")
     expected = expected.strip().lower()
     if len(expected) < 8 or any(c not in "0123456789abcdef" for c in expected):
         raise WeightFileError(f"--sha256 must be hex digits (at least 8), got {expected!r}")
@@ -162,10 +164,12 @@ def convert(backbone, in_path, out_path, read, layout, sha256=None):
     return unused
 
 
-def main(description, backbone, read, layout, argv=None):
-    """The command line of a converter: ``IN OUT [--sha256 HEX]``."""
+def main(description, backbone, read, layout, argv=None, *, input_help="the reference weight file", unused_noun="key"):
+    """The command line of a converter: ``IN OUT [--sha256 HEX]``; ``unused_noun`` names what
+    the reference holds (keys of a state dict, variables of a Paddle folder) in the report of
+    those the backbone does not use."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("input", help="the reference weight file")
+    parser.add_argument("input", help=input_help)
     parser.add_argument("output", help="the Keras weights file to write (*.weights.h5)")
     parser.add_argument("--sha256", help="expected sha256 of the input (full, or a prefix of >= 8 hex digits)")
     parser.add_argument("--verbose", action="store_true",
@@ -179,6 +183,6 @@ def main(description, backbone, read, layout, argv=None):
     counters = [k for k in unused if k.endswith("num_batches_tracked")]
     others = [k for k in unused if k not in counters]
     if others:
-        print(f"ignored {len(others)} key(s) the backbone does not use: {', '.join(others[:8])}" + (" ..." if len(others) > 8 else ""))
+        print(f"ignored {len(others)} {unused_noun}(s) the backbone does not use: {', '.join(others[:8])}" + (" ..." if len(others) > 8 else ""))
     if counters:
         print(f"ignored {len(counters)} BatchNorm num_batches_tracked counter(s)")

@@ -34,7 +34,6 @@ written by Paddle 3.3.1 have the same layout.
     python -m pretrained.resnet50_from_paddle ResNet50_pretrained resnet50_torch.weights.h5
     python -m pretrained.resnet50_from_paddle ResNet50_pretrained.tar resnet50_torch.weights.h5
 """
-import argparse
 import os
 import re
 import tarfile
@@ -261,23 +260,9 @@ def paddle_layout(layer):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("input", help="the folder of Paddle persistables (one file per variable), or a tar of it")
-    parser.add_argument("output", help="the Keras weights file to write (*.weights.h5)")
-    parser.add_argument("--sha256", help="expected sha256 of the input tar (full, or a prefix of >= 8 hex digits)")
-    parser.add_argument("--verbose", action="store_true",
-                        help="keep TensorFlow's native start-up notices on stderr (see dmltf/startup.py)")
-    args = parser.parse_args(argv)
-    if args.sha256 and os.path.isdir(args.input):
-        parser.exit(2, f"error: --sha256 checks a file: pass the .tar itself rather than the folder {args.input}\n")
-    try:
-        unused = common.convert(BACKBONE, args.input, args.output, read_persistables, paddle_layout, args.sha256)
-    except (common.WeightFileError, FileNotFoundError) as e:
-        parser.exit(2, f"error: {e}\n")
-    print(f"wrote {args.output} ({BACKBONE})")
-    if unused:
-        print(f"ignored {len(unused)} variable(s) the backbone does not use: {', '.join(unused[:8])}"
-              + (" ..." if len(unused) > 8 else ""))
+    common.main(__doc__.splitlines()[0], BACKBONE, read_persistables, paddle_layout, argv,
+                input_help="the folder of Paddle persistables (one file per variable), or a tar of it",
+                unused_noun="variable")
 
 
 if __name__ == "__main__":
