@@ -46,6 +46,7 @@ import numpy as np  # noqa: E402
 
 import config  # noqa: E402
 from dmltf.training.experiment import run  # noqa: E402
+from paired import paired_difference, print_per_seed  # noqa: E402  (bench/paired.py)
 
 METRICS = ["map@r", "recall@1", "r_precision", "nmi"]
 TRIPLET_ONLY = dict(method="dvml", dvml_lambdas_phase1=["0", "0", "0", "1"], dvml_lambdas_phase2=["0", "0", "0", "1"])
@@ -93,9 +94,7 @@ def main():
     baselines = [b for b in BASELINES if b in results]
 
     def paired(name, base):
-        diff = np.array([r["map@r"] for r in results[name]]) - np.array([r["map@r"] for r in results[base]])
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        return f"  {diff.mean():+.4f} +- {se:.4f}      "
+        return f"  {paired_difference(results, name, base)}      "
 
     print(f"{'':<30}" + "".join(f"{m:>12}" for m in METRICS)
           + "".join(f"  map@r - {b[9:-1]:<16}" for b in baselines) + "  map@r - same-loss control")
@@ -105,9 +104,7 @@ def main():
         control = SAME_LOSS_CONTROL.get(name)
         line += paired(name, control) if control in results else "  -"
         print(line)
-    print("map@r per seed:")
-    for name, runs in results.items():
-        print(f"  {name:<30}" + " ".join(f"{r['map@r']:.3f}" for r in runs))
+    print_per_seed(results)
 
 
 if __name__ == "__main__":
