@@ -24,10 +24,13 @@ class Embedder:
     ``source`` names the run or model in messages."""
 
     def __init__(self, fn, augmentation, preprocessing, image_size, input_shape, batch_size=256, *, source):
+        traced = tf.function(fn, reduce_retracing=True)
         if input_shape[-1] == 1:  # a grayscale model fed images decoded as RGB (JPEG of any size)
-            gray_fn = fn
-            fn = lambda x: gray_fn(tf.image.rgb_to_grayscale(x) if x.shape[-1] == 3 else x)  # noqa: E731
-        self.fn = tf.function(fn, reduce_retracing=True)
+            # Converted before the traced call, on the batch's concrete shape: a relaxed trace
+            # (reduce_retracing) no longer knows the channel count.
+            self.fn = lambda x: traced(tf.image.rgb_to_grayscale(x) if x.shape[-1] == 3 else x)
+        else:
+            self.fn = traced
         self.augmentation, self.preprocessing = augmentation, preprocessing
         # Without a crop size, images of other sizes are resized to the model's input.
         self.image_size = image_size or (input_shape[0] if augmentation == "none" else None)
