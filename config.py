@@ -41,7 +41,8 @@ GROUPS = {
         "method": ("metric_learner", "Training system (dmltf.methods)."),
         "backbone": ("small_cnn", "Backbone (dmltf.models.backbones)."),
         "backbone_weights": ("", "Local weights file of the backbone (see pretrained/README.md)."),
-        "pooling": ("avg", "Global pooling: avg, max, avg+max, gem."),
+        "pooling": ("avg", "Global pooling: avg, max, avg+max, gem, with options mode:option=value,...: "
+                    "dropout=<rate> (before pooling, training only), layernorm=true (after it, no affine)."),
         "embedding_dim": (128, "Embedding size; 0 keeps the pooled feature."),
         "embedding_bn": (False, "BatchNorm after the embedding Dense layer."),
         "l2_normalize": (True, "L2-normalise the embedding in the model."),

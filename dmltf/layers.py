@@ -1,6 +1,21 @@
 """Layers shared by the embedding models: L2 normalisation, global pooling (avg, max, avg+max,
 GeM) and the embedding head (Dense -> optional BatchNorm -> optional L2 normalisation).
 
+A pooling spec (``--pooling``) is ``mode[:option=value,...]``, the options being the pieces
+around the pooling that some recipes put between the trunk and the embedding Dense layer:
+
+==================  ====================================================================
+option              effect
+==================  ====================================================================
+``dropout=<rate>``  Dropout on the feature map before pooling (training only): shi510/dml-tf's
+                    head ``Dropout(0.5) -> GlobalAveragePooling2D -> Dense`` (``avg:dropout=0.5``;
+                    its HEAD version 0.3, with ``--embedding_bn`` after the Dense layer)
+``layernorm=true``  LayerNorm without affine weights (eps 1e-5, PyTorch's) on the pooled feature:
+                    ProxyNCA++'s ``Feat_resnet50_max_n`` (euwern/proxynca_pp ``networks.py``),
+                    global max pooling -> LayerNorm(2048, elementwise_affine=False), before its
+                    Linear(2048 -> 2048) (``max:layernorm=true`` with ``--embedding_dim=2048``)
+==================  ====================================================================
+
 Example:
     >>> import numpy as np
     >>> from dmltf.layers import GlobalPooling, EmbeddingHead
@@ -9,6 +24,9 @@ Example:
     (2, 8)
     >>> tuple(EmbeddingHead(16)(np.ones((2, 8), "float32")).shape)
     (2, 16)
+    >>> pool = GlobalPooling("max:layernorm=true")
+    >>> pool.mode, pool.layernorm, pool.dropout
+    ('max', True, 0.0)
 """
 import keras
 from keras import ops
@@ -16,6 +34,59 @@ from keras import ops
 from dmltf.distances import l2_normalize
 
 POOLINGS = ("avg", "max", "avg+max", "gem")
+POOLING_OPTIONS = ("dropout", "layernorm")
+
+
+def parse_pooling(spec):
+    """(mode, {option: value}) from a pooling spec ``mode[:option=value,...]`` (see the module
+    docstring); an unknown mode or option, or a bad value, is a ValueError naming the spec.
+
+    >>> parse_pooling("avg:dropout=0.5")
+    ('avg', {'dropout': 0.5})
+    """
+    mode, _, rest = str(spec).partition(":")
+    mode = mode.strip()
+    if mode not in POOLINGS:
+        raise ValueError(f"Unknown pooling {mode!r} (in {spec!r}); valid: {', '.join(POOLINGS)}")
+    options = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = (t.strip() for t in item.partition("="))
+        if not eq or key not in POOLING_OPTIONS:
+            raise ValueError(f"pooling spec {spec!r}: {item!r} is not option=value with an option of "
+                             f"{', '.join(POOLING_OPTIONS)}")
+        options[key] = _option_value(key, value, spec)
+    return mode, options
+
+
+def _option_value(key, value, spec):
+    """A pooling option's value checked and typed: dropout a rate in [0, 1), layernorm a bool."""
+    if key == "dropout":
+        try:
+            rate = float(value)
+        except (TypeError, ValueError):
+            rate = -1.0
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"pooling spec {spec!r}: dropout={value!r} must be a rate in [0, 1)")
+        return rate
+    if isinstance(value, bool):
+        return value
+    if str(value).lower() not in ("true", "false"):
+        raise ValueError(f"pooling spec {spec!r}: layernorm={value!r} must be true or false")
+    return str(value).lower() == "true"
+
+
+class SeededLayer(keras.layers.Layer):
+    """A layer whose ``keras.random.SeedGenerator`` attributes' states are in its TensorFlow
+    checkpoints: Keras lists them in ``variables`` only, and ``tf.train.Checkpoint`` saves and
+    restores the children named here (each state under its attribute's name), so a resumed run
+    continues the layer's draws."""
+
+    def _trackable_children(self, save_type="checkpoint", **kwargs):
+        children = super()._trackable_children(save_type, **kwargs)
+        for name, value in vars(self).items():
+            if isinstance(value, keras.random.SeedGenerator):
+                children[f"{name}_state"] = value.state
+        return children
 
 
 @keras.saving.register_keras_serializable(package="dmltf")
@@ -31,23 +102,45 @@ class L2Normalize(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="dmltf")
 class GlobalPooling(keras.layers.Layer):
-    """Global pooling of an NHWC feature map.
+    """Global pooling of an NHWC feature map, with the optional pieces of a pooling spec.
 
     ``avg+max`` sums average and max pooling (Proxy-Anchor's BN-Inception head, LM-Metric);
     ``gem`` is generalised-mean pooling (Radenovic et al. 2018) with a learnable exponent p.
+    ``mode`` may be a whole spec (``"avg:dropout=0.5"``); ``dropout`` and ``layernorm`` given as
+    arguments override its options. Dropout acts on every element of the feature map before
+    pooling, as Keras' Dropout on dml-tf's 4-D trunk output; LayerNorm normalises the pooled
+    feature over its channels: (f - mean) / sqrt(var + 1e-5), var the biased variance.
     """
 
-    def __init__(self, mode="avg", gem_p=3.0, gem_eps=1e-6, **kwargs):
+    def __init__(self, mode="avg", gem_p=3.0, gem_eps=1e-6, dropout=None, layernorm=None, **kwargs):
         super().__init__(**kwargs)
-        if mode not in POOLINGS:
-            raise ValueError(f"Unknown pooling {mode!r}; valid: {', '.join(POOLINGS)}")
+        spec = mode
+        mode, options = parse_pooling(spec)
+        for key, value in (("dropout", dropout), ("layernorm", layernorm)):
+            if value is not None:
+                options[key] = _option_value(key, value, spec)
         self.mode, self.gem_p, self.gem_eps = mode, float(gem_p), float(gem_eps)
+        self.dropout, self.layernorm = options.get("dropout", 0.0), options.get("layernorm", False)
+        self.dropout_layer = keras.layers.Dropout(self.dropout, name="dropout") if self.dropout else None
+        self.norm = (keras.layers.LayerNormalization(epsilon=1e-5, center=False, scale=False, name="layernorm")
+                     if self.layernorm else None)
 
     def build(self, input_shape):
         if self.mode == "gem":
             self.p = self.add_weight(name="p", shape=(), initializer=keras.initializers.Constant(self.gem_p))
+        if self.norm is not None:
+            self.norm.build((input_shape[0], input_shape[-1]))
 
-    def call(self, x):
+    def call(self, x, training=None):
+        if self.dropout_layer is not None:
+            x = self.dropout_layer(x, training=training)
+        pooled = self._pool(x)
+        return pooled if self.norm is None else self.norm(pooled)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], input_shape[-1])
+
+    def _pool(self, x):
         if self.mode == "avg":
             return ops.mean(x, axis=(1, 2))
         if self.mode == "max":
@@ -58,7 +151,8 @@ class GlobalPooling(keras.layers.Layer):
         return ops.power(ops.mean(ops.power(ops.maximum(x, self.gem_eps), p), axis=(1, 2)), 1.0 / p)
 
     def get_config(self):
-        return {**super().get_config(), "mode": self.mode, "gem_p": self.gem_p, "gem_eps": self.gem_eps}
+        return {**super().get_config(), "mode": self.mode, "gem_p": self.gem_p, "gem_eps": self.gem_eps,
+                "dropout": self.dropout, "layernorm": self.layernorm}
 
 
 @keras.saving.register_keras_serializable(package="dmltf")

@@ -501,6 +501,24 @@ def test_tfds_copy_split_by_class(tfds_dir, tmp_path, capsys, name):
         assert ds.class_names[199] == "bird_200"
 
 
+@pytest.mark.parametrize("name", ["cars196", "caltech_birds2011"])
+def test_tfds_copy_classification_rule_keeps_the_tfds_splits(tfds_dir, tmp_path, capsys, name):
+    """--split_rule classification (the dml-tf seed's split): TFDS's own train and test, in order."""
+    from dmltf.data.raw import tfds_source
+
+    data_dir, expected = tfds_dir
+    out = output_path(tmp_path, "hdf5")
+    code, _, err = run(tfds_source.main, ["--name", name, "--root", data_dir, "--output", out, "--resize", "none",
+                                          "--split_rule", "classification"], capsys)
+    assert code == 0, err
+    ds = open_dataset(str(out))
+    for split_name in ("train", "test"):
+        assert ds.split(split_name).labels.tolist() == [r[1] for r in expected[name][split_name]]
+    assert ds.metadata["split_rule"].startswith("classification")
+    with pytest.raises(ValueError, match="unknown split rule 'by_class'"):
+        tfds_source.read(name, data_dir, "by_class")
+
+
 def test_tfds_copy_missing_never_downloads(tmp_path, capsys):
     pytest.importorskip("tensorflow_datasets")
     from dmltf.data.raw import tfds_source

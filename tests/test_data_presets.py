@@ -114,8 +114,8 @@ def test_drml_presets_resize_the_short_side_to_256_then_crop(name, size):
 
 
 def test_unknown_names_list_valid_ones():
-    with pytest.raises(ValueError, match="Unknown augmentation 'imagenet'; valid names: dmltf, drml, drml_seed, dvml, "
-                                         "none, paddle, torch_imagenet"):
+    with pytest.raises(ValueError, match="Unknown augmentation 'imagenet'; valid names: dml_tf, dml_tf_seed, dmltf, "
+                                         "drml, drml_seed, dvml, lm_metric, none, paddle, torch_imagenet"):
         augmentation.get("imagenet")
     with pytest.raises(ValueError, match="Unknown preprocessing 'bgr'; valid names: caffe_bgr, "
                                          "caffe_bgr_bninception, caffe_bgr_keras, keras_inception, none, raw, "

@@ -3,6 +3,10 @@
     python train/evaluate.py --run=runs/demo                      # the run's eval split
     python train/evaluate.py --model=runs/demo/export/embedding_model.keras \\
         --dataset=data/cars196.h5 --split=test --output_json=metrics.json
+
+``linear_accuracy`` fits its probe on the run's train split when that holds every class of the
+run's eval split (--run without --dataset, as the training run's evaluations did), else on half
+of the evaluated split (dmltf.evaluation.linear_probe).
 """
 import os
 import sys
@@ -32,8 +36,8 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)
     from dmltf import evaluation
     from dmltf.distances import l2_normalize
-    from dmltf.training import validation
-    from dmltf.training.trainer import write_json
+    from dmltf.training import builders, validation
+    from dmltf.training.trainer import linear_probe_split, write_json
 
     # Mistakes in the flags fail before the embedding, not after it.
     metric_names = validation.check_metric_flag(FLAGS.metrics, "--metrics")
@@ -42,18 +46,24 @@ def main(argv):
     embedder, cfg = cli.load_embedder()
     split = cli.open_split(FLAGS.dataset, FLAGS.split, cfg)
     embeddings, labels = embedder.embed(split)
+    probe_split = None
+    if cfg is not None and not FLAGS.dataset:
+        probe_split = linear_probe_split(metric_names, builders.load_splits(cfg)[0], split)
+    probe_embeddings, probe_labels = (None, None) if probe_split is None else embedder.embed(probe_split)
     if FLAGS.l2_normalize:
         embeddings = l2_normalize(embeddings).numpy()
+        probe_embeddings = None if probe_embeddings is None else l2_normalize(probe_embeddings).numpy()
     # The run's k-means, seed and averaging, so that its metrics are reproduced exactly.
     kmeans = FLAGS.kmeans or getattr(cfg, "eval_kmeans", "faiss")
     metrics = evaluation.evaluate(embeddings, labels, metrics=metric_names, distance=FLAGS.distance,
                                   kmeans_backend=kmeans, seed=getattr(cfg, "seed", 0),
-                                  average=FLAGS.average or getattr(cfg, "eval_average", "micro"))
+                                  average=FLAGS.average or getattr(cfg, "eval_average", "micro"),
+                                  probe_embeddings=probe_embeddings, probe_labels=probe_labels)
     width = max(len(m) for m in metrics)
     for name, value in metrics.items():
         print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
     if FLAGS.output_json:
-        write_json(FLAGS.output_json, {k: float(v) for k, v in metrics.items()})
+        write_json(FLAGS.output_json, {k: v if isinstance(v, str) else float(v) for k, v in metrics.items()})
 
 
 if __name__ == "__main__":

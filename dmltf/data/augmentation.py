@@ -13,6 +13,11 @@ name               train                                                  eval
                    horizontal flip p=0.5 (shi510/dml-tf input_pipeline)
 ``torch_imagenet`` torchvision RandomResizedCrop(224, scale (0.08, 1),    Resize(256) of the short side,
                    ratio (3/4, 4/3)) + flip p=0.5                         CenterCrop(224)
+``dml_tf``         as ``dmltf`` (resize without antialiasing), then on   as ``dmltf`` (no antialiasing)
+                   [0, 1] values: colour jitter and cutout, each p=0.5
+                   per image, then clip (dml-tf ``attach_augmentation``)
+``dml_tf_seed``    resize to 256x256 (no antialiasing), random 224 crop  the same random crop, seeded by
+                   (the dml-tf seed's pipeline as it ran)                 the image's pixels
 ``dvml``           resize to 256x256 unless already, random 227 crop,     resize 256x256, centre crop 227
                    flip p=0.5 (DVML ``RandomFixedSizeCrop``)              at offset 15 (the seed's)
 ``drml``           Resize(256) of the short side, then RandomResizedCrop  as ``torch_imagenet``
@@ -22,11 +27,14 @@ name               train                                                  eval
 ``paddle``         PaddlePaddle ``imgtool.random_crop`` (area (0.08, 1),  short side to 224 (Lanczos),
                    ratio (3/4, 4/3), clamped to fit), Lanczos resize to   centre crop 224
                    224, flip p=0.5 (metric_learning ``imgtool.py``)
+``lm_metric``      as ``torch_imagenet`` with 256 crops (LM-Metric's      Resize(256), CenterCrop(256)
+                   ``datasets/sop.py``)
 =================  =====================================================  ==============================
 
 Resizing is bilinear with antialiasing (as PIL's bilinear filter that torchvision uses on PIL
-images); ``tf.image`` is used because keras.ops has no stateless random crops. Deviation:
-torchvision rounds resized values back to uint8; here they stay float32.
+images), except in the ``dml_tf`` presets (``tf.image.resize``'s default, as that seed ran);
+``tf.image`` is used because keras.ops has no stateless random crops. Deviation: torchvision
+rounds resized values back to uint8; here they stay float32.
 
 Example:
     >>> import numpy as np, tensorflow as tf
@@ -63,12 +71,12 @@ def _pair(size):
     return None if size is None else ((int(size), int(size)) if isinstance(size, (int, float)) else tuple(size))
 
 
-def resize(image, size):
-    """Bilinear antialiased resize to ``size`` (h, w) as float32; a no-op cast if already that size."""
+def resize(image, size, antialias=True):
+    """Bilinear (antialiased) resize to ``size`` (h, w) as float32; a no-op cast if already that size."""
     image = tf.cast(image, tf.float32)
     same = tf.reduce_all(tf.shape(image)[:2] == tf.convert_to_tensor(size, tf.int32))
     return tf.cond(same, lambda: image,
-                   lambda: tf.image.resize(image, size, method="bilinear", antialias=True))
+                   lambda: tf.image.resize(image, size, method="bilinear", antialias=antialias))
 
 
 def _lanczos4_matrix(in_size, out_size):
@@ -160,27 +168,105 @@ class _SquareResizeCrop(Augmentation):
     """Square resize, then a random (train) or centre (eval) crop, and a flip (train)."""
 
     reference_resize = None
+    antialias = True
 
     def __init__(self, image_size=None):
         super().__init__(image_size)
         self.resize_size = self._scaled(self.reference_resize, self.default_size[0])
 
-    def train(self, image, seed):
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        image = resize(image, self.resize_size)
-        u = tf.random.stateless_uniform([2], crop_seed)
+    def random_crop(self, image, seed):
+        """The square resize, then a crop at uniform random offsets."""
+        image = resize(image, self.resize_size, self.antialias)
+        u = tf.random.stateless_uniform([2], seed)
         top = random_offset(u[0], self.resize_size[0] - self.size[0])
         left = random_offset(u[1], self.resize_size[1] - self.size[1])
-        return random_flip(crop(image, top, left, self.size), flip_seed)
+        return crop(image, top, left, self.size)
+
+    def train(self, image, seed):
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        return random_flip(self.random_crop(image, crop_seed), flip_seed)
 
     def eval(self, image):
-        return centre_crop(resize(image, self.resize_size), self.size)
+        return centre_crop(resize(image, self.resize_size, self.antialias), self.size)
 
 
 @register("dmltf")
 class DmltfAugmentation(_SquareResizeCrop):
     default_size = (224, 224)
     reference_resize = 256
+
+
+def random_color(image, seed):
+    """shi510/dml-tf ``random_color`` on [0, 1] values: hue shift U(-0.1, 0.1) (RGB only: it leaves a
+    grey image unchanged), brightness + U(-0.1, 0.1), contrast factor U(0.9, 1.1) about each
+    channel's mean, in that order and unclipped (the seed clips after every augmentation)."""
+    hue_seed, brightness_seed, contrast_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    if image.shape[-1] != 1:
+        image = tf.image.stateless_random_hue(image, 0.1, hue_seed)
+    image = tf.image.stateless_random_brightness(image, 0.1, brightness_seed)
+    return tf.image.stateless_random_contrast(image, 0.9, 1.1, contrast_seed)
+
+
+CUTOUT_MAX_HALF_SIDE = 29
+
+
+def random_cutout(image, seed):
+    """shi510/dml-tf ``random_cutout``: a square of side 2 * U{0..29} filled with one value U[0, 1),
+    placed as tensorflow-addons ``image.random_cutout`` (``cutout_ops.py``) places it: the centre
+    uniform in [side / 2, length - side / 2) on each axis (length // 2 when the side is not smaller
+    than the image), rows and columns [centre - side / 2, centre + side / 2) clipped to the image."""
+    side_seed, centre_seed, fill_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+    side = 2 * tf.random.stateless_uniform([], side_seed, 0, CUTOUT_MAX_HALF_SIDE + 1, dtype=tf.int32)
+    fill = tf.random.stateless_uniform([], fill_seed)
+    lengths, half = tf.shape(image)[:2], side // 2
+    centre = tf.where(side >= lengths, lengths // 2,
+                      half + random_offset(tf.random.stateless_uniform([2], centre_seed), lengths - side - 1))
+    rows, cols = tf.range(lengths[0]), tf.range(lengths[1])
+    inside = ((rows >= centre[0] - half) & (rows < centre[0] + half))[:, None] & (
+        (cols >= centre[1] - half) & (cols < centre[1] + half))[None, :]
+    return tf.where(inside[:, :, None], tf.cast(fill, image.dtype), image)
+
+
+@register("dml_tf")
+class DmlTfAugmentation(_SquareResizeCrop):
+    """shi510/dml-tf ``train/input_pipeline.py`` with its augmentations as intended (the README's
+    "Training Conditions"; METHODS.md 4.1): resize 256 x 256 (``tf.image.resize``, no antialiasing),
+    random 224 crop, /255, then flip, :func:`random_color` and :func:`random_cutout`, each with
+    probability 0.5 drawn per image, and clip to [0, 1]; returned x 255, as every preset's. Eval:
+    resize 256, centre crop 224 / 256 (the HEAD version's ``central_crop``). ``image_size`` scales
+    the resize (cutout sides stay as the seed's).
+
+    Deviation: the seed's ``attach_augmentation`` is never called, and its coin is drawn once per
+    run (one outcome for every image); ``dml_tf_seed`` is the pipeline as it ran."""
+
+    default_size = (224, 224)
+    reference_resize = 256
+    antialias = False
+
+    def train(self, image, seed):
+        geometry_seed, coin_seed, colour_seed, cutout_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, 4))
+        image = super().train(image, geometry_seed) / 255.0  # random crop and flip
+        colour, cutout = tf.unstack(tf.random.stateless_uniform([2], coin_seed) < 0.5)
+        image = tf.cond(colour, lambda: random_color(image, colour_seed), lambda: image)
+        image = tf.cond(cutout, lambda: random_cutout(image, cutout_seed), lambda: image)
+        return tf.clip_by_value(image, 0.0, 1.0) * 255.0
+
+
+@register("dml_tf_seed")
+class DmlTfSeedAugmentation(DmlTfAugmentation):
+    """The dml-tf seed's pipeline as it ran (commits 1df42c0 / 639c5e9): resize 256 x 256 (no
+    antialiasing) and a random 224 crop, on the train *and* the test images (a quirk), no flip,
+    colour or cutout. Deviation: the seed redrew each test crop at every pass over the test set;
+    here a test image's crop is drawn from a seed made of its pixels, the same at every
+    evaluation."""
+
+    def train(self, image, seed):
+        return self.random_crop(image, seed)
+
+    def eval(self, image):
+        fingerprint = tf.bitcast(tf.fingerprint(tf.reshape(image, [1, -1])), tf.int64)  # [1]
+        return self.random_crop(image, tf.concat([fingerprint, tf.zeros([1], tf.int64)], 0))
 
 
 @register("dvml")
@@ -314,3 +400,10 @@ class PaddleAugmentation(Augmentation):
         image = lanczos4_resize(image, hw)
         top, left = (hw[0] - self.size[0]) // 2, (hw[1] - self.size[1]) // 2
         return crop(image, top, left, self.size)
+
+
+@register("lm_metric")
+class LMMetricAugmentation(TorchImagenetAugmentation):
+    """LM-Metric's ``datasets/sop.py``: RandomResizedCrop(256) + flip; eval Resize(256) + CenterCrop(256)."""
+
+    default_size = (256, 256)

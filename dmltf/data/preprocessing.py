@@ -11,6 +11,9 @@ name                       output
 ``caffe_bgr_keras``        as caffe_bgr with Keras' means (103.939, 116.779, 123.68): ResNet50
 ``torch_imagenet``         x / 255, minus mean (0.485, 0.456, 0.406), over std (0.229, 0.224, 0.225)
 ``keras_inception``        x / 127.5 - 1, in [-1, 1] (Keras Applications "tf" mode)
+``unit_rgb``               x / 255, in [0, 1], as RGB: what shi510/dml-tf (``input_pipeline.py``,
+                           1df42c0 to HEAD) feeds its ImageNet InceptionV3, which expects
+                           ``keras_inception``'s [-1, 1]; for reproducing that run only
 =========================  ==================================================================
 
 Written with keras.ops, so the same function serves a single image or a batch (last axis =
@@ -44,7 +47,7 @@ def get(identifier, **kwargs):
     return fn
 
 
-RGB_ONLY = ("caffe_bgr", "caffe_bgr_bninception", "caffe_bgr_keras", "torch_imagenet", "keras_inception")
+RGB_ONLY = ("caffe_bgr", "caffe_bgr_bninception", "caffe_bgr_keras", "torch_imagenet", "keras_inception", "unit_rgb")
 
 
 def output_channels(name, input_channels):
@@ -97,3 +100,10 @@ def torch_imagenet(x, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
 @register("keras_inception")
 def keras_inception(x):
     return ops.cast(_as_rgb(x, "keras_inception"), "float32") / 127.5 - 1.0
+
+
+@register("unit_rgb")
+def unit_rgb(x):
+    """dml-tf's ``tf.cast(x, tf.float32) / 255.`` before its InceptionV3 (the seed's quirk; the
+    correct input of the Keras ImageNet weights is ``keras_inception``)."""
+    return ops.cast(_as_rgb(x, "unit_rgb"), "float32") / 255.0

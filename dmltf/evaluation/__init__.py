@@ -1,6 +1,7 @@
 """Retrieval evaluation: exact kNN (faiss or chunked TF), recall@K, precision@1, R-precision,
 MAP@R, NMI, AMI and pair-counting F1 (METHODS.md section 6); map@K, ndcg@K, mrr(@K) with micro or
-per-class averaging; fnmr@fmr and a threshold precision / recall curve (:mod:`.verification`);
+per-class averaging; Revisiting-DML's map_c, map_c@K and map_lim; linear_accuracy, a linear probe
+(:mod:`.linear_probe`); fnmr@fmr and a threshold precision / recall curve (:mod:`.verification`);
 embedding diagnostics (:mod:`.diagnostics`).
 
 Example:

@@ -17,6 +17,12 @@ Definitions in METHODS.md section 6; the formulas are in :mod:`.retrieval` and
 * Diagnostics ``dists@intra``, ``dists@inter``, ``dists@intra_over_inter``, ``rho_spectrum@K``
   (:mod:`.diagnostics`) describe the query embeddings and labels (``distance`` euclidean or
   cosine).
+* ``linear_accuracy`` (:mod:`.linear_probe`): the accuracy of a softmax probe trained on the
+  embeddings as given (before any cosine normalisation), seeded by ``seed``. With
+  ``probe_embeddings``/``probe_labels`` (e.g. the train split's, when it shares the evaluated
+  classes) the probe is fit on those and scores every query (the dml-tf seed's protocol); without,
+  on a fixed per-class half of the queries, scoring the other half (zero-shot splits). The result
+  then also holds ``linear_probe_protocol``, ``"probe_split"`` or ``"eval_halves"`` (a string).
 * Clustering metrics (``nmi``, ``ami``, ``f1``) use every query, lone ones included (a lone
   label is still a class that k-means should isolate): k-means on the query embeddings (after
   L2 normalisation when ``distance="cosine"``) with k = the number of distinct query labels
@@ -41,7 +47,7 @@ Example:
 """
 import numpy as np
 
-from dmltf.evaluation import clustering, diagnostics, retrieval, verification
+from dmltf.evaluation import clustering, diagnostics, linear_probe, retrieval, verification
 from dmltf.evaluation.search import iter_knn, prepare_embeddings, resolve_backend, to_numpy
 
 AVERAGES = ("micro", "macro")
@@ -55,10 +61,10 @@ DEFAULT_METRICS = (
 
 
 def metric_names():
-    """Valid metric names; ``recall@K`` (``map@K``, ``ndcg@K``, ``mrr@K``) stands for any integer
-    K >= 1, ``fnmr@fmr=<FMR>`` for a fraction FMR in [0, 1], ``rho_spectrum@K`` for K != 0."""
-    return ("recall@K", "map@K", "ndcg@K", "mrr@K", *retrieval.METRICS.names(), "fnmr@fmr=<FMR>",
-            *diagnostics.DIST_NAMES, "rho_spectrum@K", *clustering.METRICS.names())
+    """Valid metric names; ``recall@K`` (``map@K``, ``map_c@K``, ``ndcg@K``, ``mrr@K``) stands for any
+    integer K >= 1, ``fnmr@fmr=<FMR>`` for a fraction FMR in [0, 1], ``rho_spectrum@K`` for K != 0."""
+    return ("recall@K", "map@K", "map_c@K", "ndcg@K", "mrr@K", *retrieval.METRICS.names(), "fnmr@fmr=<FMR>",
+            *diagnostics.DIST_NAMES, "rho_spectrum@K", *clustering.METRICS.names(), linear_probe.METRIC)
 
 
 def lower_is_better(name):
@@ -71,7 +77,7 @@ def lower_is_better(name):
 def _known(name):
     return isinstance(name, str) and (
         retrieval.get(name) is not None or name in clustering.METRICS or verification.parse_fnmr(name) is not None
-        or diagnostics.is_diagnostic(name)
+        or diagnostics.is_diagnostic(name) or name == linear_probe.METRIC
     )
 
 
@@ -83,7 +89,7 @@ def check_metrics(metrics):
         if not _known(name):
             raise ValueError(
                 f"Unknown metric {name!r}; valid names: {', '.join(metric_names())} "
-                "(recall@K, map@K, ndcg@K, mrr@K with any integer K >= 1)"
+                "(recall@K, map@K, map_c@K, ndcg@K, mrr@K with any integer K >= 1)"
             )
     return dict.fromkeys(metrics)  # ordered, without repeats
 
@@ -112,6 +118,8 @@ def evaluate(
     seed=0,
     chunk_size=None,
     average="micro",
+    probe_embeddings=None,
+    probe_labels=None,
 ):
     """Metrics of the queries ``embeddings`` [Q, D] with ``labels`` [Q] (see the module docstring).
 
@@ -125,9 +133,12 @@ def evaluate(
             parameters, e.g. ``"sklearn:n_init=10,max_iter=300"`` (see :mod:`.clustering`).
         chunk_size: queries searched at once (see :func:`dmltf.evaluation.knn`).
         average: ``"micro"`` or ``"macro"`` (per-class) averaging of the retrieval metrics.
+        probe_embeddings, probe_labels: what ``linear_accuracy``'s probe is fit on (both or
+            neither); without them it is fit on half of the queries.
 
     Returns:
-        dict with a float per requested metric, ``num_queries`` and ``num_lone_queries``.
+        dict with a float per requested metric, ``num_queries`` and ``num_lone_queries``; with
+        ``linear_accuracy`` also ``linear_probe_protocol`` (a string).
     """
     metrics = check_metrics(metrics)
     if average not in AVERAGES:
@@ -138,6 +149,8 @@ def evaluate(
     clustering.check_backend(kmeans_backend)  # fail before the search, not after
     if (ref_embeddings is None) != (ref_labels is None):
         raise ValueError("give both ref_embeddings and ref_labels, or neither")
+    if (probe_embeddings is None) != (probe_labels is None):
+        raise ValueError("give both probe_embeddings and probe_labels, or neither")
     queries = prepare_embeddings(embeddings, distance, "embeddings")
     if not len(queries):
         raise ValueError("embeddings is empty")
@@ -201,8 +214,15 @@ def evaluate(
         for name in clustering_metrics:
             results[name] = float(clustering.METRICS.lookup(name)(query_codes, clusters))
 
+    protocol = None
+    if linear_probe.METRIC in metrics:
+        results[linear_probe.METRIC], protocol = linear_probe.linear_accuracy(
+            embeddings, query_labels, probe_embeddings, probe_labels, seed=seed)
+
     results = {name: results[name] for name in metrics}
     results.update(num_queries=len(queries), num_lone_queries=int((~valid).sum()))
+    if protocol:
+        results[linear_probe.PROTOCOL_KEY] = protocol
     return results
 
 

@@ -22,13 +22,34 @@ query's label, >= 1: lone queries are filtered out before) and returns one value
 * ``mrr``         = 1 / (rank of the first relevant reference) over the whole ranking
   (pytorch-metric-learning ``mean_reciprocal_rank`` with ``k=None``); reads every reference
 * ``mrr@K``       = the same, 0 when no relevant reference is in the top K
+* ``map_c``       = (1 / (R_q + 1)) sum_{i <= R_q + 1} P@i rel(i): Revisiting-DML ``mAP_c``
+  (``metrics/mAP_c.py``), whose cut-off and denominator are the class frequency *including*
+  the query, R_q + 1; a perfect ranking scores R_q / (R_q + 1)
+* ``map_c@K``     = (1 / (R_q + 1)) sum_{i <= K} P@i rel(i): the same denominator with a fixed
+  cut-off, Revisiting-DML ``mAP_1000`` as ``map_c@1000``. It differs from ``map@K`` only in the
+  denominator (R_q + 1 there, R_q here): map_c@K = map@K * R_q / (R_q + 1)
+* ``map_lim``     = ``map_c@1023``: Revisiting-DML ``mAP_lim``, cut-off min(1023, n) (faiss GPU's
+  k limit) where n counts the query too, so below 1,024 images it reads the whole ranking, as
+  the cap on K does here
+
+With ``ref_embeddings`` (no self-exclusion) the Revisiting variants keep the denominator R_q + 1
+(R_q = the query's class count among the references): Revisiting-DML defines them only for
+query set = reference set.
 
 Exact at any K: the caller passes min(needs_k, available references) columns; a K beyond that
 reads what exists (the ranking has no further entries), so ``recall@K``, ``map@K``, ``ndcg@K``
 and ``mrr@K`` with K >= the number of references equal their values at that number. Ties
 between equidistant references are ordered by the search (see :mod:`.search`).
 
-Deviations: none. Revisiting-DML's ``mAP_c`` (class-frequency cut-off) is not implemented.
+Deviations from Revisiting-DML's ``mAP_c`` / ``mAP_1000`` / ``mAP_lim`` (each searches R + 1
+neighbours with faiss and drops column 0 as the query): (1) the query is dropped by index (see
+:mod:`.search`), which gives the same labels unless an exact duplicate of another class ties with
+it; (2) where the search asks for more neighbours than exist (one class holding every image for
+``mAP_c``; fewer than 1,001 images for ``mAP_1000``, fewer than 1,024 for ``mAP_lim``) faiss pads
+with index -1 and the reference reads the last image's label there, counting spurious hits for
+that label's queries; here a ranking ends at its last reference; (3) lone queries (a class of one)
+are excluded, as from every metric here, where the reference averages them in with AP 0: its value
+is this one times (non-lone queries / all queries).
 """
 import re
 
@@ -75,6 +96,23 @@ def map_at(k):
     return RetrievalMetric(per_query, lambda max_r: k)
 
 
+def map_c_at(k):
+    """map@K with the class frequency R_q + 1 as denominator (Revisiting-DML mAP_1000 at K = 1000)."""
+    map_k = map_at(k).per_query
+
+    def per_query(match, r):
+        return map_k(match, r) * r / (r + 1)
+
+    return RetrievalMetric(per_query, lambda max_r: k)
+
+
+def map_c(match, r):
+    """Cut-off and denominator R_q + 1, the class frequency with the query (Revisiting-DML mAP_c)."""
+    top = match & _within_r(match, r + 1)
+    precision_at_i = np.cumsum(top, axis=1) / np.arange(1, match.shape[1] + 1)
+    return (precision_at_i * top).sum(axis=1) / (r + 1)
+
+
 def ndcg_at(k):
     def per_query(match, r):
         top = match[:, :k]
@@ -102,9 +140,10 @@ METRICS.add("precision@1", RetrievalMetric(precision_at_1, lambda max_r: 1))
 METRICS.add("r_precision", RetrievalMetric(r_precision, lambda max_r: max_r))
 METRICS.add("map@r", RetrievalMetric(map_at_r, lambda max_r: max_r))
 METRICS.add("mrr", RetrievalMetric(lambda match, r: _reciprocal_rank(match), lambda max_r: ALL))
-RECALL_PATTERN = re.compile(r"recall@([1-9][0-9]*)")
-PARAMETRISED = {"recall": recall_at, "map": map_at, "ndcg": ndcg_at, "mrr": mrr_at}  # <name>@K, K >= 1
-PARAMETRISED_PATTERN = re.compile(r"(recall|map|ndcg|mrr)@([1-9][0-9]*)")
+METRICS.add("map_c", RetrievalMetric(map_c, lambda max_r: max_r + 1))
+METRICS.add("map_lim", map_c_at(1023))
+PARAMETRISED = {"recall": recall_at, "map": map_at, "map_c": map_c_at, "ndcg": ndcg_at, "mrr": mrr_at}  # <name>@K
+PARAMETRISED_PATTERN = re.compile(r"(recall|map|map_c|ndcg|mrr)@([1-9][0-9]*)")  # K >= 1
 
 
 def get(name):

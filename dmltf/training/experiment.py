@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from dmltf.training import builders, validation
-from dmltf.training.trainer import Trainer, embed_split, evaluate_embeddings, make_strategy
+from dmltf.training.trainer import Trainer, embed_split, evaluate_embeddings, linear_probe_split, make_strategy
 
 
 # tf.distribute's public names for its internal strategy classes.
@@ -42,9 +42,17 @@ def run(cfg, strategy=None, trainer=None):
     rows = []
     if cfg.baselines:
         split = trainer.eval_split
-        pixels = split.load().images.reshape(split.num_examples, -1).astype(np.float32)
-        rows.append(("raw pixels", evaluate_embeddings(pixels, split.labels, cfg)))
-        rows.append(("untrained", evaluate_embeddings(*embed_split(trainer.method, split, cfg, trainer.preprocessing), cfg)))
+        probe_split = linear_probe_split(cfg.eval_metrics, trainer.train_split, split)  # as the trained row's
+
+        def pixels(s):
+            return s.load().images.reshape(s.num_examples, -1).astype(np.float32), s.labels
+
+        def untrained(s):
+            return embed_split(trainer.method, s, cfg, trainer.preprocessing)
+
+        for name, features in (("raw pixels", pixels), ("untrained", untrained)):
+            probe = None if probe_split is None else features(probe_split)
+            rows.append((name, evaluate_embeddings(*features(split), cfg, probe)))
     rows.append(("trained", trainer.fit()))
     if cfg.export and trainer.is_chief:
         print(f"exported to {trainer.export()}")
@@ -52,6 +60,8 @@ def run(cfg, strategy=None, trainer=None):
 
 
 def format_table(rows, metrics):
-    header = f"{'':<12}" + "".join(f"{m:>13}" for m in metrics)
-    lines = [f"{name:<12}" + "".join(f"{r.get(m, float('nan')):>13.4f}" for m in metrics) for name, r in rows]
+    widths = [max(13, len(m) + 2) for m in metrics]  # e.g. linear_accuracy is 15 characters
+    header = f"{'':<12}" + "".join(f"{m:>{w}}" for m, w in zip(metrics, widths))
+    lines = [f"{name:<12}" + "".join(f"{r.get(m, float('nan')):>{w}.4f}" for m, w in zip(metrics, widths))
+             for name, r in rows]
     return "\n".join([header, *lines])

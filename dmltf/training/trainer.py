@@ -141,11 +141,23 @@ def _compiled_embed(method):
     return method._dmltf_embed_fn
 
 
-def evaluate_embeddings(embeddings, labels, cfg):
-    if cfg.eval_l2_normalize:
-        embeddings = keras.ops.convert_to_numpy(l2_normalize(embeddings))
-    return evaluation.evaluate(embeddings, labels, metrics=tuple(cfg.eval_metrics), distance=cfg.eval_distance,
-                               kmeans_backend=cfg.eval_kmeans, seed=cfg.seed, average=cfg.eval_average)
+def evaluate_embeddings(embeddings, labels, cfg, probe=None):
+    """The ``--eval_*`` metrics; ``probe``: (embeddings, labels) that ``linear_accuracy``'s probe
+    is fit on (see :func:`linear_probe_split`), None for the zero-shot protocol."""
+    normalize = (lambda x: keras.ops.convert_to_numpy(l2_normalize(x))) if cfg.eval_l2_normalize else (lambda x: x)
+    probe_embeddings, probe_labels = (None, None) if probe is None else (normalize(probe[0]), probe[1])
+    return evaluation.evaluate(normalize(embeddings), labels, metrics=tuple(cfg.eval_metrics),
+                               distance=cfg.eval_distance, kmeans_backend=cfg.eval_kmeans, seed=cfg.seed,
+                               average=cfg.eval_average, probe_embeddings=probe_embeddings, probe_labels=probe_labels)
+
+
+def linear_probe_split(metrics, train_split, eval_split):
+    """``train_split`` when ``metrics`` hold ``linear_accuracy`` and the train split holds every class
+    of ``eval_split`` (the dml-tf seed's classification splits: the probe is fit on the train
+    split), else None (zero-shot splits: the probe is fit on half of the eval split)."""
+    if evaluation.linear_probe.METRIC not in metrics:
+        return None
+    return train_split if np.isin(eval_split.labels, train_split.labels).all() else None
 
 
 # Settings a resumed run may change (each change is printed and recorded in config.json's
@@ -571,7 +583,7 @@ class Trainer:
         bar = _progress(cfg, steps, epoch)
         # Means over the applied steps: a skipped step's losses are not the model's.
         totals, applied, skipped = collections.defaultdict(float), 0, 0
-        means = {}
+        means, samples = {}, collections.defaultdict(list)  # samples: a method's per-sample values (vectors)
         for i, batch in enumerate(dataset):
             for g in self.groups:
                 g.set_learning_rate(cfg, epoch + (done + i) / self.steps_per_epoch, first + i)
@@ -596,7 +608,10 @@ class Trainer:
             else:
                 applied += 1
                 for k, v in losses.items():
-                    totals[k] += float(v)
+                    if v.shape.rank:
+                        samples[k].append(v.numpy())
+                    else:
+                        totals[k] += float(v)
             means = {k: v / applied for k, v in totals.items()}
             if cfg.nonfinite == "skip":
                 means["skipped_steps"] = skipped
@@ -619,13 +634,20 @@ class Trainer:
         self.epoch_timing = {"images_per_s": ran * self.global_batch / max(seconds, 1e-9), "epoch_seconds": seconds,
                              "elapsed_seconds": self.training_seconds}
         summaries.write_scalars(self.writer, "train", means, epoch + 1)
+        with self.writer.as_default():
+            for k, v in samples.items():
+                summaries.write_histogram(f"train/{k}", np.concatenate(v), epoch + 1)
         summaries.write_scalars(self.writer, "speed", {"images_per_s": self.epoch_timing["images_per_s"]}, epoch + 1)
         summaries.write_scalars(self.writer, "learning_rate", {g.name: g.learning_rate for g in self.groups}, epoch + 1)
         return means
 
     def evaluate(self, epoch, final=False):
         embeddings, labels = embed_split(self.method, self.eval_split, self.cfg, self.preprocessing)
-        metrics = evaluate_embeddings(embeddings, labels, self.cfg)
+        probe_split = linear_probe_split(self.cfg.eval_metrics, self.train_split, self.eval_split)
+        probe = None if probe_split is None else embed_split(self.method, probe_split, self.cfg, self.preprocessing)
+        metrics = evaluate_embeddings(embeddings, labels, self.cfg, probe)
+        if final and self.is_chief and evaluation.linear_probe.PROTOCOL_KEY in metrics:
+            print(f"linear_accuracy protocol: {metrics[evaluation.linear_probe.PROTOCOL_KEY]}", flush=True)
         if self.cfg.save_embeddings:
             self._last_eval = (embeddings, labels, int(self.epoch.numpy()), int(self.step.numpy()))
         summaries.write_scalars(self.writer, "eval", {k: v for k, v in metrics.items() if k in self.cfg.eval_metrics}, epoch)

@@ -9,6 +9,10 @@ zero-shot, and come out unchanged). Labels are TFDS's (class id - 1); SOP keeps
 ``super_class_id`` as the extra label ``super_labels``. Images keep TFDS's encoded bytes and go
 through the same image policy as the raw converters; rows keep TFDS's order (its train split,
 then test). Needs the ``tfds`` extra: ``pip install dmltf[tfds]``.
+
+``split_rule="classification"`` (``--split_rule classification``) keeps TFDS's own train and test
+splits instead (every class in both for Cars196 and CUB): the split shi510/dml-tf trained and
+tested on (METHODS.md 4.1), for its ``_reference`` flagfiles only.
 """
 import glob
 import os
@@ -49,11 +53,16 @@ def prepared_dir(name, data_dir):
     return os.path.dirname(max(found, key=version))
 
 
-class TfdsSplit:
-    """The examples of one zero-shot split, streamed from the prepared files (sized, re-iterable)."""
+SPLIT_RULES = ("zero_shot", "classification")
 
-    def __init__(self, builder, name, in_split, count):
+
+class TfdsSplit:
+    """The examples of one split, streamed from the prepared files (sized, re-iterable): those of
+    the TFDS splits ``tfds_splits`` (None: all) whose label passes ``in_split``."""
+
+    def __init__(self, builder, name, in_split, count, tfds_splits=None):
         self.builder, self.name, self.in_split, self.count = builder, name, in_split, count
+        self.tfds_splits = tfds_splits
 
     def __len__(self):
         return self.count
@@ -62,7 +71,7 @@ class TfdsSplit:
         spec = SPECS[self.name]
         for tfds_split, index, example in _examples(self.builder):
             label = int(example[spec["label"]])
-            if self.in_split(label):
+            if (self.tfds_splits is None or tfds_split in self.tfds_splits) and self.in_split(label):
                 name = f"{self.name}/{tfds_split}[{index}]"
                 if spec["id"]:
                     name += " " + example[spec["id"]].decode()
@@ -83,26 +92,39 @@ def _examples(builder, skip_images=False):
             yield split, index, example
 
 
-def read(name, data_dir):
+def read(name, data_dir, split_rule="zero_shot"):
     """(splits, class_names, metadata) of the prepared TFDS copy of ``name`` under ``data_dir``."""
     if name not in SPECS:
         raise LayoutError(f"unknown TFDS dataset {name!r}; supported: {', '.join(SPECS)}")
+    if split_rule not in SPLIT_RULES:
+        raise ValueError(f"unknown split rule {split_rule!r}; valid: {', '.join(SPLIT_RULES)}")
     tfds = _import_tfds()
     path = prepared_dir(name, data_dir)
     builder = tfds.builder_from_directory(path)
     spec = SPECS[name]
     num_train, class_names = spec["train_classes"], list(builder.info.features[spec["label"]].names)
+    if split_rule == "classification" and set(builder.info.splits) != {"train", "test"}:
+        raise LayoutError(f"{path}: the classification split needs TFDS splits train and test, found "
+                          f"{', '.join(sorted(builder.info.splits))}")
     counts = {"train": 0, "test": 0}
-    for _, _, example in _examples(builder, skip_images=True):
+    for tfds_split, _, example in _examples(builder, skip_images=True):
         label = int(example[spec["label"]])
-        counts["train" if label < num_train else "test"] += 1
+        if split_rule == "classification":
+            counts[tfds_split] += 1
+        else:
+            counts["train" if label < num_train else "test"] += 1
         if spec["names"]:
             class_names[label] = example[spec["names"]].decode()
-    splits = {"train": TfdsSplit(builder, name, lambda label: label < num_train, counts["train"]),
-              "test": TfdsSplit(builder, name, lambda label: label >= num_train, counts["test"])}
+    if split_rule == "classification":
+        everything = lambda label: True  # noqa: E731
+        splits = {s: TfdsSplit(builder, name, everything, counts[s], tfds_splits=(s,)) for s in ("train", "test")}
+        rule = "classification: TFDS's own train and test splits (shi510/dml-tf's)"
+    else:
+        splits = {"train": TfdsSplit(builder, name, lambda label: label < num_train, counts["train"]),
+                  "test": TfdsSplit(builder, name, lambda label: label >= num_train, counts["test"])}
+        rule = f"zero-shot by class over all TFDS splits: labels < {num_train} train"
     metadata = {"dataset": spec["canonical"], "source_layout": f"tfds:{name}", "tfds_dir": path,
-                "tfds_version": str(builder.info.version),
-                "split_rule": f"zero-shot by class over all TFDS splits: labels < {num_train} train"}
+                "tfds_version": str(builder.info.version), "split_rule": rule}
     if name == "stanford_online_products":
         metadata["super_class_names"] = list(builder.info.features["super_class_id"].names)
     return splits, class_names, metadata
@@ -113,11 +135,15 @@ def main(argv=None):
                          + __doc__.split("\n\n", 1)[1],
                          root_default=os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets")))
     parser.add_argument("--name", required=True, choices=tuple(SPECS), help="TFDS dataset name")
+    parser.add_argument("--split_rule", choices=SPLIT_RULES, default="zero_shot",
+                        help="zero_shot (default): regroup by class; classification: TFDS's own train / test "
+                             "(shi510/dml-tf's split, for its _reference flagfiles)")
 
     def build(args):
         if args.crop_bbox:
             raise LayoutError("--crop_bbox is not supported for TFDS copies (their boxes are normalised)")
-        splits, class_names, metadata = read(args.name, args.root)
-        return splits, class_names, metadata, CANONICAL[SPECS[args.name]["canonical"]]
+        splits, class_names, metadata = read(args.name, args.root, args.split_rule)
+        canonical = CANONICAL[SPECS[args.name]["canonical"]] if args.split_rule == "zero_shot" else None
+        return splits, class_names, metadata, canonical
 
     return run_cli(parser, build, argv)
