@@ -15,8 +15,11 @@ from dmltf.training.experiment import build_trainer
 from test_trainer import small_cfg
 
 # Flags a method needs here. DVML switches phase after step 4, inside epoch 2: both kills
-# resume across the switch.
-METHOD_FLAGS = {"dvml": dict(dvml_phase1_steps=4, dvml_decoder_units=16)}
+# resume across the switch. LM-Metric's policy baseline and step counter are state too.
+METHOD_FLAGS = {"dvml": dict(dvml_phase1_steps=4, dvml_decoder_units=16),
+                # Digits have no super-classes: P x K batches; a tiny flow (its ActNorm initialised at step 1).
+                "lm_metric": dict(loss="smooth_ap", batch_sampler="balanced", lm_metric_flow_width=4,
+                                  lm_metric_flow_channels=4, lm_metric_flow_levels=1, lm_metric_flow_steps=2)}
 RUN = dict(optimizer="adamw", lr=1e-3, weight_decay=1e-4, epochs=2)  # Adam: optimizer slots to compare
 
 

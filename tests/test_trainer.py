@@ -72,6 +72,10 @@ def test_balanced_batches_give_each_replica_whole_class_groups():
     # DRML: its branch assignment over the gathered batch; clipping of the global-batch gradient.
     ("proxy_anchor", {"method": "drml", "batch_sampler": "random", "freeze_bn": True, "clip_grad_norm": 1.0,
                       "clip_grad_steps": 2}),
+    # LM-Metric: the GRU over the gathered batch in loader order, the flow's first-batch ActNorm
+    # initialisation and its BatchNorm on the global batch, the policy's draws and baseline.
+    ("smooth_ap", {"method": "lm_metric", "batch_sampler": "balanced", "freeze_bn": True, "lm_metric_flow_width": 4,
+                   "lm_metric_flow_channels": 4, "lm_metric_flow_levels": 1, "lm_metric_flow_steps": 2, "lr": 1e-3}),
 ])
 def test_mirrored_two_devices_matches_one_device(tmp_path, loss, extra):
     cfg = small_cfg(tmp_path / "one", loss=loss, **extra)
@@ -89,8 +93,13 @@ def test_mirrored_two_devices_matches_one_device(tmp_path, loss, extra):
     # The logged values are the global batch's on both (DVML's lambdas and phase included).
     logged_one, logged_two = one.history[-1], two.history[-1]
     assert set(logged_one) == set(logged_two) and "loss" in logged_one
+    # LM-Metric's reward is the batch AP, a step function of the ranking: at initialisation the
+    # embeddings are nearly equal (the sigmoid context dominates), and last-bit differences between
+    # the devices' convolutions reorder near-ties. The weights above still agree.
+    step_functions = {"rl", "reward", "loss"} if extra.get("method") == "lm_metric" else set()
     for key, value in logged_one.items():
-        assert logged_two[key] == pytest.approx(value, rel=1e-4, abs=1e-5), key
+        rel = 1e-2 if key in step_functions else 1e-4
+        assert logged_two[key] == pytest.approx(value, rel=rel, abs=1e-5), key
 
 
 def test_resume_after_kill_reproduces_uninterrupted_run(tmp_path):

@@ -21,6 +21,9 @@ are weighted. So with 0/1 weights ``loss(y, x, sample_weight=w)`` equals
 ``loss(y[w == 1], x[w == 1])``, all-zero weights give exactly 0 with a zero gradient, and a
 zero-weight sample gets exactly zero gradient. ``sample_weight=None`` is weight 1 everywhere.
 
+A loss may take further per-call inputs as keywords of the call, passed on to its
+``compute_loss`` (Smooth-AP's ``rank_weights``); a loss that takes none refuses them.
+
 Subclasses implement ``compute_loss`` and return ``(losses, weights)``: a vector of per-element
 terms and their (sample-weighted) term weights, which the reduction turns into a scalar. A
 loss that reduces in its own way returns ``(scalar, None)``. The math always runs in float32,
@@ -134,12 +137,13 @@ class MetricLoss(keras.layers.Layer):
         if lr_multiplier is not None:
             self.lr_multiplier = float(lr_multiplier)
 
-    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None):
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None, **inputs):
         labels, embeddings, ref_labels, ref_embeddings, same_source = prepare_inputs(
             labels, embeddings, ref_labels, ref_embeddings
         )
         weights = prepare_weights(sample_weight, labels, ref_labels, same_source)
-        losses, term_weights = self.compute_loss(labels, embeddings, ref_labels, ref_embeddings, same_source, weights)
+        losses, term_weights = self.compute_loss(labels, embeddings, ref_labels, ref_embeddings, same_source, weights,
+                                                 **inputs)
         if term_weights is None:
             return losses
         return reduce(losses, term_weights, self.reduction)

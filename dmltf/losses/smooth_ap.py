@@ -13,8 +13,9 @@ without positive pairs gives 0). Items are the pairs the miner keeps (default: a
 Memory is O(B * R^2). Sample weights: a query's term weighs w_q; an item j counts w_j in the
 ranks (the item being ranked counts 1) and the mean over positive items weighs each by w_i.
 
-Deviation: LM-Metric scales each item's all-items rank by a learned weight; that belongs to
-its method (``dmltf.methods``), not to this loss.
+``rank_weights`` (a keyword of the call, [R], default 1): LM-Metric's learned per-item weights
+(METHODS.md 2.3), each scaling its item's all-items rank sum:
+``rank_all(q, i) = 1 + rw_i sum_{j != i} sg(S_qj - S_qi)``; ``rank_pos`` is unchanged.
 
 Example:
     >>> import numpy as np
@@ -34,12 +35,13 @@ from dmltf.miners.base import pair_masks
 class SmoothAPLoss(PairLoss):
     default_distance = "cosine"
     requires_similarity = True
+    takes_rank_weights = True
 
     def __init__(self, tau=0.01, **kwargs):
         super().__init__(**kwargs)
         self.tau = float(tau)
 
-    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights):
+    def compute_loss(self, labels, embeddings, ref_labels, ref_embeddings, same_source, weights, rank_weights=None):
         mat, mined = self.mine(labels, embeddings, ref_labels, ref_embeddings, same_source, weights)
         b, r = ops.shape(mat)[0], ops.shape(mat)[1]
         pos, neg = pair_masks(mined, mat)
@@ -53,7 +55,10 @@ class SmoothAPLoss(PairLoss):
         above = ops.sigmoid(ops.clip(diff / self.tau, -50.0, 50.0)) * (1.0 - ops.eye(r))
         item_w = ops.expand_dims(weights.ref, 0)
         items_w, pos_w = ops.where(items, item_w, 0.0), ops.where(pos, item_w, 0.0)
-        rank_all = 1.0 + ops.sum(above * ops.expand_dims(items_w, 1), axis=2)
+        rank_sum = ops.sum(above * ops.expand_dims(items_w, 1), axis=2)
+        if rank_weights is not None:
+            rank_sum = rank_sum * ops.reshape(ops.cast(rank_weights, "float32"), (1, -1))
+        rank_all = 1.0 + rank_sum
         rank_pos = 1.0 + ops.sum(above * ops.expand_dims(pos_w, 1), axis=2)
         ap = safe_divide(ops.sum(pos_w * rank_pos / rank_all, axis=1), ops.sum(pos_w, axis=1))
         return ops.where(has_pos, 1.0 - ap, 0.0), ops.where(has_pos, weights.query, 0.0)

@@ -3,7 +3,8 @@
 A method is a ``keras.Model`` with
 - ``compute_losses(batch, training) -> dict`` of scalars: the total under ``"loss"`` plus named
   parts (logged to TensorBoard); extra totals (e.g. ``"decoder_loss"``) may drive other
-  groups. Each value is the global batch's, also under a multi-replica strategy (gather the
+  groups. A vector value is a per-sample quantity (LM-Metric's pair weights): the trainer logs
+  the histogram of an epoch's values under ``train/<name>``. Each value is the global batch's, also under a multi-replica strategy (gather the
   batch with :func:`gather_global_batch`); the trainer handles the replica count;
 - ``optimizer_groups() -> [OptimizerGroup]``: which variables each optimizer updates, the
   loss key it minimises and its learning-rate multiplier;

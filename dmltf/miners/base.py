@@ -10,10 +10,10 @@ Mining runs on a stopped gradient: it selects, the loss differentiates.
 """
 from typing import NamedTuple
 
-import keras
 from keras import ops
 
 from dmltf import distances as distances_lib
+from dmltf.layers import SeededLayer
 
 BIG = 1e30  # stands for +inf in masked minima; finite so that 0 * BIG stays 0
 
@@ -106,7 +106,7 @@ def gather_pairs(mat, rows, cols):
     return ops.take(ops.reshape(mat, (-1,)), rows * r + cols)
 
 
-class Miner(keras.layers.Layer):
+class Miner(SeededLayer):
     """Base class. Subclasses implement :meth:`mine` on a distance matrix and label masks.
 
     ``distance=None`` means "the distance of the loss I am attached to" (squared euclidean
@@ -126,15 +126,6 @@ class Miner(keras.layers.Layer):
         super().__init__(**kwargs)
         self.distance = None if distance is None else distances_lib.get(distance)
         self.built = True  # no weights to build: all state exists after __init__
-
-    def _trackable_children(self, save_type="checkpoint", **kwargs):
-        # Keras lists a SeedGenerator attribute's state in `variables` only; tf.train.Checkpoint
-        # saves and restores the children named here, so add each state under its attribute's name.
-        children = super()._trackable_children(save_type, **kwargs)
-        for name, value in vars(self).items():
-            if isinstance(value, keras.random.SeedGenerator):
-                children[f"{name}_state"] = value.state
-        return children
 
     def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None):
         from dmltf.losses.base import prepare_inputs  # shared input handling

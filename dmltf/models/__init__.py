@@ -10,7 +10,7 @@ import keras
 
 from dmltf.layers import EmbeddingHead, GlobalPooling
 from dmltf.models import backbones
-from dmltf.models import bn_inception, googlenet, resnet_torch  # noqa: F401  (register backbones)
+from dmltf.models import bn_inception, glow, googlenet, resnet_torch  # noqa: F401  (register backbones, Glow layers)
 
 
 def build_embedding_model(
