@@ -21,8 +21,10 @@ setup(
         "pillow",
     ],
     extras_require={
-        # The tests also exercise the optional TFDS reader and the OpenCV resize of the DVML layout.
-        "test": ["pytest", "pytest-timeout", "tensorflow-datasets", "importlib_resources", "opencv-python-headless"],
+        # The tests also exercise the optional TFDS reader and the OpenCV resize of the DVML layout;
+        # pytest-xdist runs them in two processes (the README's test command).
+        "test": ["pytest", "pytest-timeout", "pytest-xdist", "tensorflow-datasets", "importlib_resources",
+                 "opencv-python-headless"],
         "tfds": ["tensorflow-datasets"],
         # GPU faiss: replaces faiss-cpu on CUDA machines.
         "gpu": ["faiss-gpu-cu12"],

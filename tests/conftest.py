@@ -21,3 +21,15 @@ tf.config.set_logical_device_configuration(
 # The scripts that recorded reference values ran once in their own venvs (torch, TF 2.15):
 # --doctest-modules must not import them here.
 collect_ignore_glob = ["fixtures/*/record*.py"]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mini_sop(tmp_path_factory):
+    """tests/raw_datasets.py's miniature SOP as an HDF5 file (training classes 1, 2 of super-class 1
+    and 3 of super-class 3)."""
+    from recipes import convert_mini_sop
+
+    return convert_mini_sop(tmp_path_factory.mktemp("sop"))

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 import config
+from recipes import flagfile_flags
 from dmltf import losses
 from dmltf.methods.drml import DRML, RelationEmbedder, build_drml_models
 
@@ -292,11 +293,6 @@ DRML_TAGS = ["train/branch_1", "train/branch_4", "train/share_branch_1", "train/
              "train/recon", "train/loss", "eval/recall@1", "eval/recall@8", "eval/nmi"]
 
 
-def _flagfile(path):
-    lines = [line.strip() for line in open(path) if line.strip().startswith("--")]
-    return dict(line[2:].split("=", 1) for line in lines)
-
-
 @pytest.fixture(scope="module")
 def folder_dataset(tmp_path_factory):
     """A miniature DRML folder tree <root>/cub200/{train,test}/<class>/*.jpg, converted with the
@@ -336,7 +332,7 @@ def test_flagfile_runs_end_to_end(flagfile, folder_dataset, tmp_path):
     from dmltf.training.experiment import run
 
     assert len(FLAGFILES) == 6
-    flags = _flagfile(os.path.join(REPO, "train", "configs", flagfile))
+    flags = flagfile_flags(flagfile)
     cfg = config.make(**{**flags, **OVERRIDES, "dataset": folder_dataset, "logdir": str(tmp_path / "run")})
     trainer, rows = run(cfg)
     assert 0 <= rows[-1][1]["recall@1"] <= 1

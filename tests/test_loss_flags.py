@@ -7,6 +7,7 @@ import sys
 import pytest
 
 import config
+from recipes import flagfile_flags
 import toy_method  # noqa: F401  (registers "toy", whose "aux" role is a proxy loss by default)
 from dmltf import losses, methods
 from dmltf.training import builders
@@ -43,16 +44,10 @@ def test_a_loss_roles_miner_is_refused_for_its_proxy_loss():
         builders.build_method(cfg, builders.DatasetInfo(num_classes=6, input_shape=(8, 8, 1)))
 
 
-def _flagfile(path):
-    """{flag: value} of a flagfile's ``--name=value`` lines."""
-    lines = [line.strip() for line in open(path) if line.strip().startswith("--")]
-    return dict(line[2:].split("=", 1) for line in lines)
-
-
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "train", "configs", "*.cfg"))),
                          ids=os.path.basename)
 def test_the_shipped_flagfiles_build_their_losses(path):
-    cfg = config.make(**_flagfile(path))
+    cfg = config.make(**flagfile_flags(path))
     for role in [None, *methods.get_class(cfg.method).loss_roles]:
         builders.build_loss(cfg, None, 10, 16, "" if role is None else f"{cfg.method}_{role}_")
 

@@ -10,6 +10,7 @@ import pytest
 import tensorflow as tf
 
 import config
+from recipes import flagfile_flags
 from dmltf import losses, miners
 from dmltf.data import augmentation
 from dmltf.methods import loss_scope
@@ -147,27 +148,8 @@ STAGE1 = ("paddle_sop_arcmargin.cfg", "paddle_sop_softmax.cfg")
 BATCHES = {"random": (3, 2), "paddle_triplet": (2, 3), "class_blocks": (3, 2)}
 
 
-def _flagfile(path):
-    lines = [line.strip() for line in open(path) if line.strip().startswith("--")]
-    return dict(line[2:].split("=", 1) for line in lines)
-
-
-@pytest.fixture(scope="module")
-def mini_sop(tmp_path_factory):
-    from raw_datasets import make_sop
-
-    from dmltf.data.raw import sop
-
-    root = tmp_path_factory.mktemp("sop")
-    make_sop(str(root))
-    output = root / "sop.hdf5"
-    assert sop.main(["--root", str(root / "Stanford_Online_Products"), "--output", str(output),
-                     "--resize", "none"]) == 0
-    return str(output)
-
-
 def _cfg(flagfile, dataset, logdir, **extra):
-    flags = _flagfile(os.path.join(REPO, "train", "configs", flagfile))
+    flags = flagfile_flags(flagfile)
     p, k = BATCHES[flags["batch_sampler"]]
     return config.make(**{**flags, "dataset": dataset, "logdir": str(logdir), "backbone": "small_cnn",
                           "backbone_weights": "", "image_size": 32, "classes_per_batch": p, "samples_per_class": k,
@@ -191,7 +173,7 @@ def stage1_runs(mini_sop, tmp_path_factory):
 def test_the_recipe_has_its_six_flagfiles():
     assert FLAGFILES == sorted(["paddle_sop_arcmargin.cfg", "paddle_sop_softmax.cfg", "paddle_sop_triplet.cfg",
                                 "paddle_sop_quadruplet.cfg", "paddle_sop_eml.cfg", "paddle_sop_npairs.cfg"])
-    stage1 = config.make(**_flagfile(os.path.join(REPO, "train", "configs", "paddle_sop_arcmargin.cfg")))
+    stage1 = config.make(**flagfile_flags("paddle_sop_arcmargin.cfg"))
     assert (stage1.lr, stage1.lr_boundaries, stage1.max_steps, stage1.embedding_dim) == (0.01, ["15000", "25000"],
                                                                                          30000, 0)
 
