@@ -137,6 +137,16 @@ def fnmr_at_fmr(embeddings, labels, fmr_values=(0.1,), ref_embeddings=None, ref_
     return results
 
 
+def accepted_at_thresholds(distances, correct):
+    """At each distinct distance t (ascending): how many items have distance <= t, and how many
+    of those are ``correct``. Returns (thresholds, accepted, correct accepted), int counts."""
+    order = np.argsort(distances, kind="stable")
+    d = np.asarray(distances)[order]
+    thresholds = np.unique(d)
+    accepted = np.searchsorted(d, thresholds, side="right")
+    return thresholds, accepted, np.concatenate([[0], np.cumsum(np.asarray(correct)[order])])[accepted]
+
+
 def threshold_curve(embeddings, labels, ref_embeddings=None, ref_labels=None, distance="euclidean",
                     backend="auto", chunk_size=None):
     """Precision / recall / F1 of nearest-neighbour matches per threshold (module docstring).
@@ -156,10 +166,7 @@ def threshold_curve(embeddings, labels, ref_embeddings=None, ref_labels=None, di
         correct.append(ref_codes[indices[:, 0]] == query_codes[start : start + len(indices)])
     scores, correct = np.concatenate(scores).astype(np.float64), np.concatenate(correct)
     d = scores if distance == "euclidean" else -scores  # smaller is closer
-    thresholds = np.unique(d)  # ascending
-    order = np.argsort(d, kind="stable")
-    accepted = np.searchsorted(d[order], thresholds, side="right")  # queries with d <= t
-    tp = np.concatenate([[0], np.cumsum(correct[order])])[accepted]
+    thresholds, accepted, tp = accepted_at_thresholds(d, correct)
     fp = accepted - tp
     fn = int(correct.sum()) - tp
     tn = len(d) - accepted - fn

@@ -35,6 +35,7 @@ import dataclasses
 import numpy as np
 
 from dmltf.evaluation.search import prepare_embeddings, to_numpy
+from dmltf.evaluation.verification import accepted_at_thresholds
 
 MAX_ROWS = 8192  # 33.5 million pairs: ~300 MB of float64 distances and labels
 CHUNK_ROWS = 512
@@ -84,12 +85,8 @@ def pair_distances(embeddings, labels, metric):
 
 def pair_curve(distances, same):
     """Precision and recall of "distance <= t" over the pairs at every distinct distance t."""
-    order = np.argsort(distances, kind="stable")
-    d, positive = distances[order], same[order]
-    thresholds = np.unique(d)
-    accepted = np.searchsorted(d, thresholds, side="right")
-    tp = np.concatenate([[0], np.cumsum(positive)])[accepted]
-    num_pos = int(positive.sum())
+    thresholds, accepted, tp = accepted_at_thresholds(distances, same)
+    num_pos = int(same.sum())
     recall = tp / num_pos if num_pos else np.zeros(len(tp))
     return {"threshold": thresholds, "precision": tp / accepted, "recall": recall}
 
