@@ -240,7 +240,16 @@ def test_the_recipe_flagfiles():
             sop.lr, sop.weight_decay_mode, sop.lr_step_size, sop.epochs, sop.warmup_epochs) == (
         "lm_metric", "paper", "hierarchical", 176, 1e-4, "l2", 20, 200, 5)
     ref = config.make(**flagfile_flags("lm_metric_sop_reference.cfg"))
-    assert ref.lm_metric_mode == "reference"
+    assert (ref.lm_metric_mode, ref.preprocessing, sop.preprocessing) == ("reference", "torch_imagenet_lm",
+                                                                          "torch_imagenet")
+
+
+def test_the_reference_normalisation_keeps_its_std_typo():
+    from dmltf.data import preprocessing
+
+    x = np.random.default_rng(0).uniform(0, 255, (2, 3, 3, 3)).astype("float32")
+    want = (x.astype(np.float64) / 255 - [0.485, 0.456, 0.406]) / [0.228, 0.224, 0.225]
+    np.testing.assert_allclose(np.asarray(preprocessing.get("torch_imagenet_lm")(x)), want, rtol=1e-5, atol=1e-5)
 
 
 def test_the_sop_flagfile_batches_have_the_seed_structure_on_the_sop_counts():

@@ -10,6 +10,8 @@ name                       output
 ``caffe_bgr_bninception``  as caffe_bgr with means (104, 117, 128): Cadene BN-Inception
 ``caffe_bgr_keras``        as caffe_bgr with Keras' means (103.939, 116.779, 123.68): ResNet50
 ``torch_imagenet``         x / 255, minus mean (0.485, 0.456, 0.406), over std (0.229, 0.224, 0.225)
+``torch_imagenet_lm``      as torch_imagenet with std (0.228, 0.224, 0.225): LM-Metric's
+                           ``datasets/sop.py`` typo, for reproducing its runs only
 ``keras_inception``        x / 127.5 - 1, in [-1, 1] (Keras Applications "tf" mode)
 ``unit_rgb``               x / 255, in [0, 1], as RGB: what shi510/dml-tf (``input_pipeline.py``,
                            1df42c0 to HEAD) feeds its ImageNet InceptionV3, which expects
@@ -47,7 +49,8 @@ def get(identifier, **kwargs):
     return fn
 
 
-RGB_ONLY = ("caffe_bgr", "caffe_bgr_bninception", "caffe_bgr_keras", "torch_imagenet", "keras_inception", "unit_rgb")
+RGB_ONLY = ("caffe_bgr", "caffe_bgr_bninception", "caffe_bgr_keras", "torch_imagenet", "torch_imagenet_lm",
+            "keras_inception", "unit_rgb")
 
 
 def output_channels(name, input_channels):
@@ -92,9 +95,20 @@ def caffe_bgr_keras(x):
 
 @register("torch_imagenet")
 def torch_imagenet(x, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)):
-    x = _as_rgb(x, "torch_imagenet")
+    return _normalize_imagenet(x, "torch_imagenet", mean, std)
+
+
+def _normalize_imagenet(x, name, mean, std):
+    x = _as_rgb(x, name)
     return (ops.cast(x, "float32") / 255.0 - ops.convert_to_tensor(mean, "float32")) / ops.convert_to_tensor(
         std, "float32")
+
+
+@register("torch_imagenet_lm")
+def torch_imagenet_lm(x):
+    """LM-Metric's Normalize(mean (0.485, 0.456, 0.406), std (0.228, 0.224, 0.225)): 0.228 is a
+    typo for ImageNet's 0.229 that its runs used (METHODS.md 2.3)."""
+    return _normalize_imagenet(x, "torch_imagenet_lm", (0.485, 0.456, 0.406), (0.228, 0.224, 0.225))
 
 
 @register("keras_inception")

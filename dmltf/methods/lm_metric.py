@@ -29,7 +29,8 @@ Modes (``--lm_metric_mode``):
   its own reward gallery, as its all-camid-1-vs-0 re-ID evaluation does) but not optimised
   (``loss_all = loss + gan_loss #+ rl_loss``), so the weights are draws from the untrained softmax;
   the policy head is in no optimizer group (PyTorch's Adam skips parameters without a gradient,
-  weight decay included).
+  weight decay included). Its input normalisation's std typo (0.228) is the preprocessing
+  ``torch_imagenet_lm`` (``lm_metric_sop_reference.cfg``).
 
 Evaluation and export use normalize(e1 + s) with s the flow's sample at the temperature given
 e1, drawn from a stateless generator seeded by (seed, a fingerprint of the input image's
