@@ -59,6 +59,12 @@ GROUPS = {
                                "(e.g. 100 for proxy losses)."),
         "proxy_initializer": ("", "Initialiser of proxies/class weights; empty: the loss's default."),
         "proxy_ortho_weight": (0.0, "Weight of dml-tf's proxy orthogonality regulariser (proxy losses)."),
+        "embedding_regularizer": ("", "Regularizer of the embeddings (dmltf.regularizers, row-wise: lp, zero_mean) "
+                                  "as name[:key=value,...], e.g. lp:p=2,power=1; empty: none."),
+        "embedding_reg_weight": (1.0, "Factor of --embedding_regularizer."),
+        "weight_regularizer": ("", "Regularizer of the loss's class weights / proxies (dmltf.regularizers) as "
+                               "name[:key=value,...], e.g. regular_face; empty: none."),
+        "weight_reg_weight": (1.0, "Factor of --weight_regularizer."),
         "loss_scope": ("global", "global: the loss of the global batch, gathered across replicas (as one device); "
                        "replica: each replica's loss on its own share, averaged (PaddlePaddle's per-GPU losses)."),
     },

@@ -47,6 +47,7 @@ LOSSES = {
     "adapted_triplet": {},
     "smooth_ap": {},
     "ntxent": {},
+    "ntxent (+ lp embedding regularizer)": {"embedding_regularizer": "lp"},
     "supcon": {},
     "snr_contrastive": {},
     "tuplet_margin": {},

@@ -28,6 +28,19 @@ Subclasses implement ``compute_loss`` and return ``(losses, weights)``: a vector
 terms and their (sample-weighted) term weights, which the reduction turns into a scalar. A
 loss that reduces in its own way returns ``(scalar, None)``. The math always runs in float32,
 also under a mixed-precision policy, and a batch without a valid element gives exactly 0.
+
+Regularizers (``dmltf.regularizers``; pytorch-metric-learning 2.9's
+``losses/base_metric_loss_function.py`` and ``losses/mixins.py``): every loss takes
+``embedding_regularizer`` (on the query embeddings, never the references, as PML) times
+``embedding_reg_weight`` and, a loss with learned rows (``proxy_rows()``: proxies, class
+weights [C, D], PML's ``W.t()``), ``weight_regularizer`` times ``weight_reg_weight``; the
+call's value is the loss plus both. ``parts(...)`` returns them apart, ``{"main": ...,
+"embedding_reg": ..., "weight_reg": ...}`` (the regularizers given), as ``MetricLearner`` logs
+them. Deviations: the embedding regularizer must be row-wise (``lp``, ``zero_mean``) and is
+the sample-weighted mean of its row terms (a zero-weight sample contributes nothing, all zero
+gives 0); the weight regularizer involves no sample and gives 0 only when every sample weight
+is 0 (as ``ortho_weight``). A composite loss with its own ``parts`` (``multiple_losses``)
+takes no regularizer: give it to the parts.
 """
 from typing import NamedTuple
 
@@ -37,6 +50,7 @@ from keras import ops
 
 from dmltf import distances as distances_lib
 from dmltf import miners as miners_lib
+from dmltf import regularizers as regularizers_lib
 from dmltf.miners.base import Triplets, label_masks, to_triplets
 
 REDUCTIONS = ("mean", "mean_nonzero", "sum")
@@ -128,7 +142,8 @@ class MetricLoss(keras.layers.Layer):
     lr_multiplier = 1.0
     default_reduction = "mean"
 
-    def __init__(self, reduction=None, lr_multiplier=None, **kwargs):
+    def __init__(self, reduction=None, lr_multiplier=None, embedding_regularizer=None, embedding_reg_weight=1.0,
+                 weight_regularizer=None, weight_reg_weight=1.0, **kwargs):
         kwargs.setdefault("dtype", "float32")  # weights and math stay float32 under mixed precision
         super().__init__(**kwargs)
         self.reduction = reduction or self.default_reduction
@@ -136,6 +151,51 @@ class MetricLoss(keras.layers.Layer):
             raise ValueError(f"Unknown reduction {self.reduction!r}; valid: {', '.join(REDUCTIONS)}")
         if lr_multiplier is not None:
             self.lr_multiplier = float(lr_multiplier)
+        self.embedding_regularizer = regularizers_lib.get(embedding_regularizer)
+        self.weight_regularizer = regularizers_lib.get(weight_regularizer)
+        self.embedding_reg_weight, self.weight_reg_weight = float(embedding_reg_weight), float(weight_reg_weight)
+        name = type(self).__name__
+        if self.regularized and type(self).parts is not MetricLoss.parts:
+            raise ValueError(f"{name} has parts of its own: give the regularizer to its parts")
+        if self.embedding_regularizer is not None and not self.embedding_regularizer.row_wise:
+            raise ValueError(f"{name}: embedding_regularizer={self.embedding_regularizer!r} couples the rows "
+                             f"(a weight regularizer); row-wise ones: lp, zero_mean")
+        if self.weight_regularizer is not None and not hasattr(self, "proxy_rows"):
+            raise ValueError(f"{name}: weight_regularizer={self.weight_regularizer!r} given, but the loss has no "
+                             f"class weights or proxies to regularize")
+
+    @property
+    def regularized(self):
+        return self.embedding_regularizer is not None or self.weight_regularizer is not None
+
+    @property
+    def logs_parts(self):
+        """Whether ``parts()`` has more than the main part (a regularized or composite loss)."""
+        return self.regularized or type(self).parts is not MetricLoss.parts
+
+    def __call__(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None, **inputs):
+        value = super().__call__(labels, embeddings, ref_labels, ref_embeddings, sample_weight=sample_weight, **inputs)
+        if not self.regularized:
+            return value
+        return value + sum(self.regularization_parts(embeddings, sample_weight).values())
+
+    def parts(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None, **inputs):
+        """{"main": the loss, "embedding_reg" / "weight_reg": each weighted regularizer given}."""
+        main = super().__call__(labels, embeddings, ref_labels, ref_embeddings, sample_weight=sample_weight, **inputs)
+        return {"main": main, **self.regularization_parts(embeddings, sample_weight)}
+
+    def regularization_parts(self, embeddings, sample_weight=None):
+        """The weighted regularization terms of a call (see the module docstring)."""
+        parts = {}
+        if self.embedding_regularizer is not None:
+            parts["embedding_reg"] = self.embedding_reg_weight * self.embedding_regularizer(
+                ops.cast(embeddings, "float32"), sample_weight)
+        if self.weight_regularizer is not None:
+            reg = self.weight_reg_weight * self.weight_regularizer(self.proxy_rows())
+            if sample_weight is not None:  # as ortho_weight: a batch of zero weights moves nothing
+                reg = ops.where(ops.any(ops.reshape(sample_weight, (-1,)) > 0), reg, 0.0)
+            parts["weight_reg"] = reg
+        return parts
 
     def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None, **inputs):
         labels, embeddings, ref_labels, ref_embeddings, same_source = prepare_inputs(
@@ -154,7 +214,11 @@ class MetricLoss(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(reduction=self.reduction, lr_multiplier=self.lr_multiplier)
+        config.update(reduction=self.reduction, lr_multiplier=self.lr_multiplier,
+                      embedding_regularizer=regularizers_lib.serialize(self.embedding_regularizer),
+                      embedding_reg_weight=self.embedding_reg_weight,
+                      weight_regularizer=regularizers_lib.serialize(self.weight_regularizer),
+                      weight_reg_weight=self.weight_reg_weight)
         return config
 
 

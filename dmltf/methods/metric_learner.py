@@ -20,8 +20,9 @@ from dmltf.methods.base import Method, OptimizerGroup, gather_global_batch, loss
 @methods.register("metric_learner")
 @keras.saving.register_keras_serializable(package="dmltf")
 class MetricLearner(Method):
-    """An embedding model trained with one metric loss (any ``dmltf.losses`` loss); a loss with
-    ``parts()`` (``multiple_losses``) also has each weighted part logged, as ``loss/<part>``.
+    """An embedding model trained with one metric loss (any ``dmltf.losses`` loss); a loss of
+    several parts (``multiple_losses``, a loss with regularizers: ``loss/main``,
+    ``loss/embedding_reg``, ``loss/weight_reg``) also has each weighted part logged, as ``loss/<part>``.
 
     Groups: ``backbone`` (the trunk), ``head`` (pooling + embedding head), ``loss`` (the
     loss's own weights: proxies, centres, beta) at the loss's ``lr_multiplier``.
@@ -36,10 +37,9 @@ class MetricLearner(Method):
         images, labels = batch
         embeddings = self.embedding_model(images, training=training)
         labels, embeddings = gather_global_batch(labels, embeddings)
-        parts = getattr(self.loss_fn, "parts", None)  # a composite loss (multiple_losses): each part logged
-        if parts is None:
+        if not getattr(self.loss_fn, "logs_parts", False):  # one part: nothing more to log
             return {"loss": self.loss_fn(labels, embeddings)}
-        values = parts(labels, embeddings)
+        values = self.loss_fn.parts(labels, embeddings)
         return {"loss": sum(values.values()), **{f"loss/{name}": v for name, v in values.items()}}
 
     def optimizer_groups(self):

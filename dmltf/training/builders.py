@@ -23,14 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dmltf import data, losses, methods, miners
+from dmltf import data, losses, methods, miners, regularizers
 from dmltf.data import samplers
 from dmltf.models import backbones, synchronize_batchnorm
 from dmltf.registry import constructor_parameters, hyperparameters
 
 # Constructor parameters with a shared flag, or set by the builders, per family.
 LOSS_SHARED = {"num_classes", "embedding_dim", "distance", "miner", "reduction", "lr_multiplier", "initializer",
-               "ortho_weight", "name", "dtype"}
+               "ortho_weight", "embedding_regularizer", "embedding_reg_weight", "weight_regularizer",
+               "weight_reg_weight", "name", "dtype"}
 MINER_SHARED = {"distance", "name", "dtype"}
 SAMPLER_SHARED = {"classes_per_batch", "samples_per_class"}
 METHOD_SHARED = {"seed", "name", "dtype"}
@@ -163,7 +164,28 @@ def build_loss(cfg, name, num_classes, embedding_dim, prefix=""):
     accepted = set(constructor_parameters(cls))
     given = lambda k, v: v is not None if k == "lr_multiplier" else bool(v)  # noqa: E731  (0 freezes)
     kwargs.update({k: v for k, v in shared.items() if k in accepted and given(k, v)})
+    if configured:
+        kwargs.update(regularizer_kwargs(cfg, prefix, name, cls))
     return cls(**kwargs)
+
+
+def regularizer_kwargs(cfg, prefix, name, cls):
+    """The ``--<prefix>{embedding,weight}_regularizer`` flags (specs ``name[:key=value,...]``) and
+    their factors as loss kwargs; a weight regularizer for a loss without weights is an error."""
+    kwargs = {}
+    for kind in ("embedding", "weight"):
+        spec = getattr(cfg, f"{prefix}{kind}_regularizer")
+        if not spec:
+            continue
+        if kind == "weight" and not hasattr(cls, "proxy_rows"):
+            raise ValueError(f"--{prefix}weight_regularizer={spec} does not apply to --{prefix}loss={name}: "
+                             f"{cls.__name__} has no class weights or proxies")
+        try:
+            kwargs[f"{kind}_regularizer"] = regularizers.get(spec)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"--{prefix}{kind}_regularizer={spec}: {e}") from None
+        kwargs[f"{kind}_reg_weight"] = float(getattr(cfg, f"{prefix}{kind}_reg_weight"))
+    return kwargs
 
 
 def lr_multiplier(value, flag="--loss_lr_multiplier"):
