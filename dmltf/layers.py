@@ -32,6 +32,7 @@ import keras
 from keras import ops
 
 from dmltf.distances import l2_normalize
+from dmltf.registry import parse_spec
 
 POOLINGS = ("avg", "max", "avg+max", "gem")
 POOLING_OPTIONS = ("dropout", "layernorm")
@@ -44,18 +45,13 @@ def parse_pooling(spec):
     >>> parse_pooling("avg:dropout=0.5")
     ('avg', {'dropout': 0.5})
     """
-    mode, _, rest = str(spec).partition(":")
-    mode = mode.strip()
-    if mode not in POOLINGS:
-        raise ValueError(f"Unknown pooling {mode!r} (in {spec!r}); valid: {', '.join(POOLINGS)}")
-    options = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, eq, value = (t.strip() for t in item.partition("="))
-        if not eq or key not in POOLING_OPTIONS:
-            raise ValueError(f"pooling spec {spec!r}: {item!r} is not option=value with an option of "
-                             f"{', '.join(POOLING_OPTIONS)}")
-        options[key] = _option_value(key, value, spec)
-    return mode, options
+    def options_of(mode):
+        if mode not in POOLINGS:
+            raise ValueError(f"Unknown pooling {mode!r} (in {spec!r}); valid: {', '.join(POOLINGS)}")
+        return POOLING_OPTIONS
+
+    mode, options = parse_spec(spec, options_of, what="pooling spec", kind="option")
+    return mode, {key: _option_value(key, value, spec) for key, value in options.items()}
 
 
 def _option_value(key, value, spec):

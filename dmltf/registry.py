@@ -30,6 +30,40 @@ import pkgutil
 PLAIN = (bool, int, float, str)
 
 
+def parse_spec(spec, keys=None, *, what="spec", kind="key"):
+    """(name, {key: value text}) of a spec ``name[:key=value,...]`` (``--eval_kmeans``,
+    ``--pooling``, ``--embedding_regularizer``). ``keys(name)``, when given, returns the valid
+    keys of that name (and may refuse the name itself, before any item is read). An item that is
+    not ``key=value`` with a non-empty key and value (and a valid key) is a ValueError naming the
+    spec, ``what`` it is and the ``kind`` of its keys.
+
+    >>> parse_spec("lp:p=1, power=2")
+    ('lp', {'p': '1', 'power': '2'})
+    """
+    name, _, rest = str(spec).partition(":")
+    name = name.strip()
+    allowed = None if keys is None else keys(name)
+    params = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = (t.strip() for t in item.partition("="))
+        if not eq or not key or not value or (allowed is not None and key not in allowed):
+            article = "an" if kind[0] in "aeiou" else "a"
+            valid = "" if allowed is None else f" with {article} {kind} of {', '.join(allowed)}"
+            raise ValueError(f"{what} {spec!r}: {item!r} is not {kind}=value{valid}")
+        params[key] = value
+    return name, params
+
+
+def number_or_text(text):
+    """A spec value as an int, else a float, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 class Registry:
     """Components of one family by name (a class, a builder function or a spec object).
 

@@ -38,7 +38,7 @@ import numpy as np
 from sklearn import metrics as sk_metrics
 from sklearn.metrics.cluster import contingency_matrix
 
-from dmltf.registry import Registry
+from dmltf.registry import Registry, number_or_text, parse_spec
 
 KMEANS_BACKENDS = ("faiss", "sklearn")
 KMEANS_PARAMETERS = {"faiss": ("niter", "nredo", "seed"),
@@ -46,29 +46,16 @@ KMEANS_PARAMETERS = {"faiss": ("niter", "nredo", "seed"),
 FAISS_KMEANS_ITERATIONS = 20
 
 
-def _value(text):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
-
-
 def parse_kmeans(spec):
     """(backend, {parameter: value}) from a k-means spec ``backend[:key=value,...]``."""
-    backend, _, rest = str(spec).partition(":")
-    backend = backend.strip()
-    if backend not in KMEANS_BACKENDS:
-        raise ValueError(f"Unknown kmeans_backend {backend!r} (in {spec!r}); valid names: {', '.join(KMEANS_BACKENDS)}")
-    params = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, eq, value = (t.strip() for t in item.partition("="))
-        if not eq or not value or key not in KMEANS_PARAMETERS[backend]:
-            raise ValueError(f"k-means spec {spec!r}: {item!r} is not key=value with a {backend} key "
-                             f"({', '.join(KMEANS_PARAMETERS[backend])})")
-        params[key] = _value(value)
-    return backend, params
+    def parameters(backend):
+        if backend not in KMEANS_BACKENDS:
+            raise ValueError(f"Unknown kmeans_backend {backend!r} (in {spec!r}); valid names: "
+                             f"{', '.join(KMEANS_BACKENDS)}")
+        return KMEANS_PARAMETERS[backend]
+
+    backend, params = parse_spec(spec, parameters, what="k-means spec")
+    return backend, {key: number_or_text(value) for key, value in params.items()}
 
 
 def check_backend(backend):

@@ -8,30 +8,18 @@ row weights, since their terms couple the rows.
 """
 from keras import ops
 
-
-def _value(text):
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
+from dmltf import registry
 
 
 def parse_spec(spec):
-    """(name, {key: value}) from ``name[:key=value,...]``; numbers become int or float.
+    """(name, {key: value}) from ``name[:key=value,...]`` (:func:`dmltf.registry.parse_spec`);
+    numbers become int or float.
 
     >>> parse_spec("lp:p=1,power=2"), parse_spec("zero_mean")
     (('lp', {'p': 1, 'power': 2}), ('zero_mean', {}))
     """
-    name, _, rest = str(spec).partition(":")
-    params = {}
-    for item in filter(None, (part.strip() for part in rest.split(","))):
-        key, eq, value = (t.strip() for t in item.partition("="))
-        if not eq or not key or not value:
-            raise ValueError(f"spec {spec!r}: {item!r} is not key=value")
-        params[key] = _value(value)
-    return name.strip(), params
+    name, params = registry.parse_spec(spec, what="regularizer spec")
+    return name, {key: registry.number_or_text(value) for key, value in params.items()}
 
 
 class Regularizer:
