@@ -124,6 +124,12 @@ def random_offset(u, room):
     return tf.minimum(tf.cast(tf.floor(u * tf.cast(room + 1, tf.float32)), tf.int32), room)
 
 
+def image_fingerprints(images):
+    """int64 [B]: a 64-bit fingerprint of each image's values (``tf.fingerprint`` of its bytes), a
+    stateless seed that depends on the image alone, whatever the batch it comes in."""
+    return tf.bitcast(tf.fingerprint(tf.reshape(images, (tf.shape(images)[0], -1))), tf.int64)
+
+
 def random_flip(image, seed):
     flip = tf.random.stateless_uniform([], seed) < 0.5
     return tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
@@ -265,8 +271,7 @@ class DmlTfSeedAugmentation(DmlTfAugmentation):
         return self.random_crop(image, seed)
 
     def eval(self, image):
-        fingerprint = tf.bitcast(tf.fingerprint(tf.reshape(image, [1, -1])), tf.int64)  # [1]
-        return self.random_crop(image, tf.concat([fingerprint, tf.zeros([1], tf.int64)], 0))
+        return self.random_crop(image, tf.concat([image_fingerprints(image[None]), tf.zeros([1], tf.int64)], 0))
 
 
 @register("dvml")

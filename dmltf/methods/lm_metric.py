@@ -79,6 +79,7 @@ import tensorflow as tf
 from keras import ops
 
 from dmltf import methods, registry
+from dmltf.data.augmentation import image_fingerprints
 from dmltf.distances import l2_normalize
 from dmltf.layers import L2Normalize
 from dmltf.methods.base import Method, OptimizerGroup, gather_global_batch, loss_weights_group
@@ -123,13 +124,8 @@ class BatchContext(keras.layers.Layer):
 
 
 def image_seeds(images, seed):
-    """[B, 2] int64 stateless seeds: (seed, a 64-bit fingerprint of each image's float32 bits).
-    Integer arithmetic wraps, so the fingerprint is exact whatever the reduction order."""
-    bits = tf.bitcast(tf.cast(images, tf.float32), tf.int32)
-    flat = tf.cast(tf.reshape(bits, (tf.shape(images)[0], -1)), tf.int64)
-    position = tf.range(tf.shape(flat)[1], dtype=tf.int64)
-    odd = position * 2654435761 + 40503 * (position % 65521) + 1
-    fingerprint = tf.reduce_sum(flat * (2 * odd + 1), axis=1)
+    """[B, 2] int64 stateless seeds: (seed, the fingerprint of each image's float32 values)."""
+    fingerprint = image_fingerprints(tf.cast(images, tf.float32))
     return tf.stack([tf.fill(tf.shape(fingerprint), tf.constant(seed, tf.int64)), fingerprint], axis=1)
 
 
