@@ -22,9 +22,10 @@ setup(
     ],
     extras_require={
         # The tests also exercise the optional TFDS reader and the OpenCV resize of the DVML layout;
-        # pytest-xdist runs them in two processes (the README's test command).
+        # pytest-xdist runs them in two processes (the README's test command); jax (CPU) runs the
+        # backend-neutral ones a second time on Keras' JAX backend.
         "test": ["pytest", "pytest-timeout", "pytest-xdist", "tensorflow-datasets", "importlib_resources",
-                 "opencv-python-headless"],
+                 "opencv-python-headless", "jax"],
         "tfds": ["tensorflow-datasets"],
         # GPU faiss: replaces faiss-cpu on CUDA machines.
         "gpu": ["faiss-gpu-cu12"],

@@ -1,7 +1,12 @@
-"""Test set-up: quiet TF, no network caches in $HOME, and two logical CPU devices.
+"""Test set-up: quiet TF, no network caches in $HOME, two logical CPU devices, and the backend run.
 
 The CPU is split before TensorFlow initialises so that MirroredStrategy tests have two
 replicas; everything else runs on the default strategy (the first device).
+
+Under ``KERAS_BACKEND=jax`` (or ``torch``) only the tests marked ``backend_neutral`` (a module's
+``pytestmark``, less its tests marked ``tensorflow_only``) run, with the doctests of the
+backend-neutral packages (:data:`NEUTRAL_DOCTESTS`); the rest are TensorFlow's (trainer, data
+pipeline, converters, ``tf.function``) and are skipped, saying so.
 """
 import os
 import tempfile
@@ -24,6 +29,26 @@ collect_ignore_glob = ["fixtures/*/record*.py"]
 
 
 import pytest  # noqa: E402
+
+BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
+# The packages whose math is keras.ops only: their doctests run on every backend.
+NEUTRAL_DOCTESTS = ("dmltf/distances.py", "dmltf/losses/", "dmltf/miners/", "dmltf/regularizers/")
+
+
+def _backend_neutral(item):
+    if item.get_closest_marker("backend_neutral"):
+        return not item.get_closest_marker("tensorflow_only")
+    path = str(item.path).replace(os.sep, "/")
+    return isinstance(item, pytest.DoctestItem) and any(f"/{p}" in path for p in NEUTRAL_DOCTESTS)
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"TensorFlow only (not backend_neutral) under KERAS_BACKEND={BACKEND}")
+    for item in items:
+        if not _backend_neutral(item):
+            item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

@@ -1,10 +1,11 @@
 """Loss values recorded once from reference libraries (``tests/fixtures/pml/*.npz``, written by
 the ``record_*.py`` scripts beside them in their own venvs) and dmltf's side of the comparison:
-one reader of the recordings and one value-and-gradients helper for every test that uses them."""
+one reader of the recordings and one value-and-gradients helper for every test that uses them, on the
+TensorFlow and JAX backends."""
 import os
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
 
@@ -33,18 +34,105 @@ class Recording:
         return {key[len(prefix):]: self.arrays[key] for key in self.files if key.startswith(prefix)}
 
 
+# The batch kinds a second backend's run checks: its operations are those of the edge cases
+# (one class, all distinct, balanced), which the TensorFlow run checks; this keeps CI's JAX run short.
+KINDS_OFF_TENSORFLOW = ("ragged", "refs")
+
+
+def at_least_on_this_backend(count):
+    """How many batch kinds a test must have compared: ``count`` under TensorFlow, 1 elsewhere."""
+    return count if keras.backend.backend() == "tensorflow" else 1
+
+
+def on_this_backend(kinds):
+    """``kinds`` (batch kind names) under TensorFlow; only those of :data:`KINDS_OFF_TENSORFLOW` on
+    another Keras backend."""
+    kinds = list(kinds)
+    return kinds if keras.backend.backend() == "tensorflow" else [k for k in kinds if k in KINDS_OFF_TENSORFLOW]
+
+
 def value_and_grads(loss, labels, x, ref_labels=None, refs=None, sample_weight=None):
-    """(value, gradient for x, for refs (None without), [gradient for each trainable weight]);
-    a missing gradient is zeros."""
-    xt = tf.constant(x, tf.float32)
-    rt = None if refs is None else tf.constant(refs, tf.float32)
+    """(value, gradient for x, for refs (None without), [gradient for each trainable weight]),
+    float64 numpy; a missing gradient is zeros."""
+    value, (grad_x, grad_refs), grad_w = value_and_gradients(
+        lambda x, refs: loss(labels, x, ref_labels, refs, sample_weight=sample_weight), [x, refs],
+        loss.trainable_variables, loss.non_trainable_variables)
+    return value, grad_x, grad_refs, grad_w
+
+
+def value_and_gradients(fn, arrays, variables=(), state=()):
+    """(float value, [gradient for each of ``arrays``], [gradient for each of ``variables``]) of
+    the scalar ``fn(*arrays)`` on the Keras backend the tests run under, as float64 numpy
+    (a missing gradient is zeros, an array given as None stays None). ``state``: the variables
+    ``fn`` may update (a miner's seed, a memory); on JAX ``fn`` runs stateless, as in Keras' JAX
+    trainer, and their new values are assigned afterwards. The layers ``fn`` calls must be built
+    (``xbm``: ``embedding_dim``): JAX creates no variable inside a traced function."""
+    arrays = [None if a is None else np.asarray(a, np.float32) for a in arrays]
+    value, grads, var_grads = GRADIENTS[keras.backend.backend()](fn, arrays, list(variables), list(state))
+    dense = lambda g, like: np.zeros(tuple(like.shape)) if g is None else np.asarray(g, np.float64)  # noqa: E731
+    return (float(value), [None if a is None else dense(g, a) for g, a in zip(grads, arrays)],
+            [dense(g, v) for g, v in zip(var_grads, variables)])
+
+
+def value_of(fn, arrays, state=()):
+    """float ``fn(*arrays)`` (``arrays`` as float32, None kept) on the backend in use; on JAX
+    compiled and stateless (``state`` as in :func:`value_and_gradients`)."""
+    arrays = [None if a is None else np.asarray(a, np.float32) for a in arrays]
+    if keras.backend.backend() != "jax":
+        return float(fn(*arrays))
+    import jax
+
+    state = list(state)
+
+    def stateless(arrays):
+        with keras.StatelessScope(state_mapping=[(v, v.value) for v in state]) as scope:
+            return fn(*arrays), [scope.get_current_value(v) for v in state]
+
+    value, updates = jax.jit(stateless)(arrays)
+    for variable, update in zip(state, updates):
+        variable.assign(update)
+    return float(value)
+
+
+def compiled(fn):
+    """``fn`` compiled the way the backend in use compiles a step: ``tf.function`` or ``jax.jit``."""
+    if keras.backend.backend() == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import tensorflow as tf
+
+    return tf.function(fn)
+
+
+def _tensorflow_gradients(fn, arrays, variables, state):
+    import tensorflow as tf
+
+    tensors = [None if a is None else tf.constant(a) for a in arrays]
     with tf.GradientTape(persistent=True) as tape:
-        tape.watch(xt)
-        if rt is not None:
-            tape.watch(rt)
-        value = loss(labels, xt, ref_labels, rt, sample_weight=sample_weight)
-    dense = lambda g, like: np.zeros(tuple(like.shape)) if g is None else np.asarray(tf.convert_to_tensor(g))  # noqa: E731
-    grad_x = dense(tape.gradient(value, xt), x)
-    grad_refs = None if rt is None else dense(tape.gradient(value, rt), refs)
-    grad_w = [dense(tape.gradient(value, v), v) for v in loss.trainable_weights]
-    return float(value), grad_x, grad_refs, grad_w
+        tape.watch([t for t in tensors if t is not None])
+        value = fn(*tensors)
+    numpy = lambda g: None if g is None else tf.convert_to_tensor(g).numpy()  # noqa: E731
+    return (value.numpy(), [None if t is None else numpy(tape.gradient(value, t)) for t in tensors],
+            [numpy(tape.gradient(value, v)) for v in variables])
+
+
+def _jax_gradients(fn, arrays, variables, state):
+    import jax
+
+    state = [v for v in state if all(v is not w for w in variables)]
+
+    def stateless(arrays, values):
+        with keras.StatelessScope(state_mapping=[*zip(variables, values), *((v, v.value) for v in state)]) as scope:
+            value = fn(*arrays)
+        return value, [scope.get_current_value(v) for v in state]
+
+    # Compiled, as Keras' JAX trainer runs a loss (and much faster than op-by-op for one call).
+    (value, updates), (grads, var_grads) = jax.jit(jax.value_and_grad(stateless, argnums=(0, 1), has_aux=True))(
+        arrays, [v.value for v in variables])
+    for variable, update in zip(state, updates):
+        variable.assign(update)
+    return value, grads, var_grads
+
+
+GRADIENTS = {"tensorflow": _tensorflow_gradients, "jax": _jax_gradients}

@@ -10,6 +10,8 @@ from scipy.special import gammaln
 from dmltf import evaluation
 from dmltf.evaluation import clustering
 
+pytestmark = pytest.mark.backend_neutral
+
 RETRIEVAL = ("recall@1", "recall@2", "recall@4", "recall@8", "precision@1", "r_precision", "map@r")
 BACKENDS = ("faiss", "tf")
 

@@ -12,6 +12,8 @@ from dmltf import evaluation
 from dmltf.evaluation import diagnostics, verification
 from dmltf.training import trainer, validation
 
+pytestmark = pytest.mark.backend_neutral
+
 BACKENDS = ("faiss", "tf")
 KS = (1, 3, 10, 1000)  # 1000 > every reference set here
 NEW = tuple(f"{m}@{k}" for m in ("map", "ndcg", "mrr") for k in KS) + ("mrr",)

@@ -20,7 +20,9 @@ import tensorflow as tf
 
 from dmltf import losses
 from dmltf.losses.self_supervised import SelfSupervisedLoss
-from recorded_losses import Recording, value_and_grads
+from recorded_losses import Recording, at_least_on_this_backend, on_this_backend, value_and_grads
+
+pytestmark = pytest.mark.backend_neutral
 
 FIXTURE = Recording("pml", "pml_losses.npz")
 batch, recorded = FIXTURE.batch, FIXTURE.recorded
@@ -69,7 +71,7 @@ def test_fixture_was_recorded_from_pml_2_9():
 def test_values_and_gradients_match_pml(case):
     name, kwargs = CASES[case]
     checked = 0
-    for kind in BATCH_KINDS:
+    for kind in on_this_backend(BATCH_KINDS):
         want = recorded(case, kind)
         if not want:  # PML refuses this batch (references not supported)
             continue
@@ -84,7 +86,7 @@ def test_values_and_gradients_match_pml(case):
         if refs is not None:
             np.testing.assert_allclose(grad_refs, want["grad_refs"], rtol=1e-5, atol=1e-6, err_msg=msg + " (grad refs)")
         checked += 1
-    assert checked >= 3, case
+    assert checked >= at_least_on_this_backend(3), case
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -112,6 +114,7 @@ def test_no_pair_gives_zero_and_zero_gradient(name):
         assert value == 0.0 and np.all(grad_x == 0.0), name
 
 
+@pytest.mark.tensorflow_only
 @pytest.mark.parametrize("name", sorted({name for name, _ in CASES.values()}))
 def test_finite_under_mixed_precision_and_in_tf_function(name):
     labels = np.repeat(np.arange(4), 3)
@@ -149,7 +152,7 @@ def test_self_supervised_sample_weight_contract(symmetric):
     kept = w == 1
     value, grad_x, grad_view2, _ = value_and_grads(loss, None, x, None, view2, sample_weight=w)
     want, want_x, want_view2, _ = value_and_grads(loss, None, x[kept], None, view2[kept])
-    np.testing.assert_allclose(value, want, rtol=1e-6)
+    np.testing.assert_allclose(value, want, rtol=1e-5)  # float32: the masked sums round differently
     np.testing.assert_allclose(grad_x[kept], want_x, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(grad_view2[kept], want_view2, rtol=1e-5, atol=1e-7)
     assert np.all(grad_x[~kept] == 0.0) and np.all(grad_view2[~kept] == 0.0)
@@ -157,6 +160,7 @@ def test_self_supervised_sample_weight_contract(symmetric):
     assert zero[0] == 0.0 and np.all(zero[1] == 0.0) and np.all(zero[2] == 0.0)
 
 
+@pytest.mark.tensorflow_only
 def test_self_supervised_round_trip_in_tf_function_and_needs_two_views():
     x, view2 = FIXTURE["input__views__x"].astype("float32"), FIXTURE["input__views__view2"].astype("float32")
     loss = SelfSupervisedLoss(**SELF_SUPERVISED["self_supervised_supcon_asymmetric"])

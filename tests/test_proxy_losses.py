@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from dmltf import losses
 from dmltf.losses import initializers
+from recorded_losses import compiled, on_this_backend, value_and_gradients
 
 C, D, K = 5, 6, 3  # classes, embedding dim, SoftTriple centres per class
 
@@ -169,13 +170,10 @@ def build(name, kwargs, seed):
     return loss, values, rng
 
 
-def tf_value_and_grads(loss, labels, x):
-    x = tf.constant(x, tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        value = loss(np.asarray(labels), x)
-    grads = tape.gradient(value, [x] + list(loss.weights))
-    return float(value), [np.asarray(g) for g in grads]
+def loss_value_and_grads(loss, labels, x):
+    """(value, [gradient for x, then for each of loss.weights]) on the backend in use."""
+    value, (grad_x,), grad_w = value_and_gradients(lambda x: loss(np.asarray(labels), x), [x], loss.weights)
+    return value, [grad_x, *grad_w]
 
 
 def finite_difference(f, arr, eps=1e-6):
@@ -194,7 +192,7 @@ def assert_grad_close(actual, expected):
 
 
 # ----------------------------------------------------------------------------- value and gradients
-@pytest.mark.parametrize("batch", list(BATCHES))
+@pytest.mark.parametrize("batch", on_this_backend(BATCHES))
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 def test_value_and_gradients_match_numpy(case, batch):
     name, kwargs, reference = case
@@ -205,7 +203,7 @@ def test_value_and_gradients_match_numpy(case, batch):
     def f(x_, w_):
         return reference(labels, x_, w_, **kwargs)
 
-    value, grads = tf_value_and_grads(loss, labels, x.astype("float32"))
+    value, grads = loss_value_and_grads(loss, labels, x.astype("float32"))
     expected = f(x, values)
     np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-4)
 
@@ -224,7 +222,7 @@ def test_arcface_both_branches_of_the_margin(scale):
     x = np.stack([-p[0], p[1], -p[2] + 0.3 * p[3], unit(p[3]) * 0.2 - unit(p[0])])
     cos = unit(x) @ unit(p).T
     assert (cos[[0, 1, 2, 3], labels] <= math.cos(math.pi - 0.5)).sum() >= 2  # the linear branch is exercised
-    value, grads = tf_value_and_grads(loss, labels, x.astype("float32"))
+    value, grads = loss_value_and_grads(loss, labels, x.astype("float32"))
     np.testing.assert_allclose(value, ref_arcface(labels, x, values, scale=scale), rtol=1e-5)
     assert all(np.isfinite(g).all() for g in grads)
 
@@ -278,12 +276,18 @@ def test_mixed_precision_is_finite(case, policy):
 @pytest.mark.parametrize("name", sorted({c[0] for c in CASES}))
 @pytest.mark.parametrize("bad", [C, -1])
 def test_label_out_of_range_is_a_clear_error(name, bad):
+    """Eagerly and inside a compiled function (tf.function, jax.jit), the message names the problem."""
     loss = losses.get(name, num_classes=C, embedding_dim=D)
     x = np.ones((2, D), "float32")
-    with pytest.raises(tf.errors.InvalidArgumentError, match="num_classes=5" if bad == C else "below 0"):
+    message = "num_classes=5 given to a proxy loss" if bad == C else "below 0 given to a proxy loss"
+    if keras.backend.backend() == "tensorflow":
+        eager_error = compiled_error = tf.errors.InvalidArgumentError
+    else:  # JAX: a ValueError eagerly, re-raised by the compiled function as JAX's runtime error
+        eager_error, compiled_error = ValueError, Exception
+    with pytest.raises(eager_error, match=message):
         loss(np.array([0, bad]), x)
-    with pytest.raises(tf.errors.InvalidArgumentError):  # also inside a traced function
-        tf.function(lambda y, e: loss(y, e))(tf.constant([0, bad]), tf.constant(x))
+    with pytest.raises(compiled_error, match=message):
+        compiled(lambda y, e: loss(y, e))(np.array([0, bad]), x)
 
 
 def test_bad_options_are_clear_errors():

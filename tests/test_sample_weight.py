@@ -10,10 +10,10 @@ import math
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 from dmltf import losses
 from dmltf.losses.base import SampleWeights
+from recorded_losses import compiled, on_this_backend, value_and_gradients
 
 C, D = 5, 4
 RNG = np.random.default_rng(11)
@@ -92,7 +92,7 @@ CASES = {
     "triplet_semi_hard": ("triplet", {"miner": "semi_hard", "margin": 0.5}),
     "triplet_batch_hard_sum": ("triplet", {"miner": "batch_hard", "reduction": "sum"}),
     "tuplet_margin": ("tuplet_margin", {"scale": 16.0}),
-    "xbm": ("xbm", {"loss": "multi_similarity", "memory_size": 16, "warmup_steps": 0}),
+    "xbm": ("xbm", {"loss": "multi_similarity", "memory_size": 16, "warmup_steps": 0, "embedding_dim": D}),
 }
 
 
@@ -107,17 +107,17 @@ def build(case):
     return loss
 
 
-def value_and_grads(loss, labels, x, ref_labels=None, refs=None, sample_weight=None):
+def value_and_grads(loss, labels, x, ref_labels=None, refs=None, sample_weight=None, ref_sample_weight=None):
     """The loss and its gradients with respect to the embeddings and the loss's own weights."""
-    xt = tf.constant(x, tf.float32)
-    rt = None if refs is None else tf.constant(refs, tf.float32)
-    with tf.GradientTape() as tape:
-        tape.watch(xt)
-        value = loss(np.asarray(labels), xt, ref_labels, rt, sample_weight=sample_weight)
-    grads = tape.gradient(value, [xt] + list(loss.trainable_weights))
-    dense = [np.zeros(tuple(v.shape), np.float32) if g is None else np.asarray(tf.convert_to_tensor(g))
-             for v, g in zip([xt] + list(loss.trainable_weights), grads)]
-    return float(value), dense[0], dense[1:]
+    value, (grad_x, _), grad_w = value_and_gradients(
+        lambda x, refs: loss(np.asarray(labels), x, ref_labels, refs, sample_weight=sample_weight,
+                             ref_sample_weight=ref_sample_weight),
+        [x, refs], loss.trainable_variables, loss.non_trainable_variables)
+    return value, grad_x, grad_w
+
+
+def kinds_on_this_backend():
+    return [(kind, BATCHES[kind]) for kind in on_this_backend(BATCHES)]
 
 
 def zero_one_weights(n, seed):
@@ -135,7 +135,7 @@ def test_every_registered_loss_is_covered():
 def test_zero_one_weights_give_the_loss_of_the_kept_samples(case):
     """Any 0/1 weights, npair included: it finds each class's anchor and positive (first and
     second sample) among the kept samples, so no weights break its layout."""
-    for kind, (labels, x, ref_labels, refs) in BATCHES.items():
+    for kind, (labels, x, ref_labels, refs) in kinds_on_this_backend():
         for seed in range(3):
             w = zero_one_weights(len(labels), seed)
             kept = w == 1
@@ -149,8 +149,36 @@ def test_zero_one_weights_give_the_loss_of_the_kept_samples(case):
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
+def test_zero_one_reference_weights_give_the_loss_of_the_kept_references(case):
+    """``ref_sample_weight`` 0/1 equals removing those references (proxy losses ignore references
+    and so their weights); the dropped references get exactly zero gradient."""
+    labels, x, ref_labels, refs = BATCHES["refs"]
+    query_w = np.array([1, 0, 1, 1, 1, 1], "float32")
+    for seed in range(3):
+        w = zero_one_weights(len(ref_labels), seed)
+        kept = w == 1
+        for sample_weight in (None, query_w):
+            weighted = value_and_grads(build(case), labels, x, ref_labels, refs, sample_weight, ref_sample_weight=w)
+            subset = value_and_grads(build(case), labels, x, ref_labels[kept], refs[kept], sample_weight)
+            msg = f"{case}, reference weights {w.astype(int).tolist()}, sample_weight {sample_weight}"
+            np.testing.assert_allclose(weighted[0], subset[0], rtol=1e-5, atol=1e-6, err_msg=msg)
+            np.testing.assert_allclose(weighted[1], subset[1], rtol=1e-4, atol=1e-5, err_msg=msg)
+            for got, want in zip(weighted[2], subset[2]):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5, err_msg=msg)
+    loss = build(case)  # outside the traced function: JAX creates no variable inside one
+    refs_grad = value_and_gradients(lambda r: loss(labels, x.astype("float32"), ref_labels, r, ref_sample_weight=w),
+                                    [refs], state=loss.non_trainable_variables)[1][0]
+    assert np.all(refs_grad[~kept] == 0.0), case
+
+
+def test_reference_weights_without_references_are_refused():
+    with pytest.raises(ValueError, match="ref_sample_weight given without ref_embeddings"):
+        losses.get("contrastive")(np.array([0, 0, 1]), np.ones((3, 2), "float32"), ref_sample_weight=np.ones(3))
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
 def test_all_zero_weights_give_zero_and_zero_gradients(case):
-    for kind, (labels, x, ref_labels, refs) in BATCHES.items():
+    for kind, (labels, x, ref_labels, refs) in kinds_on_this_backend():
         value, x_grad, weight_grads = value_and_grads(
             build(case), labels, x, ref_labels, refs, sample_weight=np.zeros(len(labels), "float32")
         )
@@ -160,7 +188,7 @@ def test_all_zero_weights_give_zero_and_zero_gradients(case):
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_zero_weight_samples_get_exactly_zero_gradient(case):
-    for kind, (labels, x, ref_labels, refs) in BATCHES.items():
+    for kind, (labels, x, ref_labels, refs) in kinds_on_this_backend():
         w = np.resize(np.array([0.0, 0.5, 1.0, 0.0, 2.0, 0.25], "float32"), len(labels))
         value, x_grad, weight_grads = value_and_grads(build(case), labels, x, ref_labels, refs, sample_weight=w)
         assert np.isfinite(value) and np.all(np.isfinite(x_grad)), (case, kind)
@@ -175,10 +203,10 @@ def test_miners_never_select_a_zero_weight_sample(miner):
     loss = losses.get("contrastive", miner=miner)
     labels, x, _, _ = BATCHES["ragged"]
     w = np.array([1, 0, 1, 1, 0, 1, 1, 0, 1], "float32")
-    weights = SampleWeights(tf.constant(w), tf.constant(w))
-    xt = tf.constant(x, tf.float32)
+    weights = SampleWeights(w, w)
+    xt = x.astype("float32")
     mat = loss.distance.pairwise(xt, xt)
-    pos, neg = weights.label_masks(tf.constant(labels), tf.constant(labels), True)
+    pos, neg = weights.label_masks(labels, labels, True)
     mined = loss.miner.mine_for_loss(mat, pos, neg, loss.distance, xt, xt)
     dropped = w == 0
     if hasattr(mined, "anchor"):
@@ -220,12 +248,12 @@ def test_xbm_keeps_the_last_kept_samples_of_a_batch_larger_than_the_memory():
     np.testing.assert_array_equal(xbm.memory_labels.numpy(), [1, 3, 4])
 
 
-def test_sample_weight_works_inside_tf_function():
+def test_sample_weight_works_inside_a_compiled_function():
     loss = build("triplet_semi_hard")
     labels, x, _, _ = BATCHES["ragged"]
     w = zero_one_weights(len(labels), 0)
-    traced = tf.function(lambda y, e, sw: loss(y, e, sample_weight=sw))
-    got = float(traced(tf.constant(labels), tf.constant(x, tf.float32), tf.constant(w)))
+    traced = compiled(lambda y, e, sw: loss(y, e, sample_weight=sw))
+    got = float(traced(labels, x.astype("float32"), w))
     np.testing.assert_allclose(got, float(loss(labels[w == 1], x[w == 1].astype("float32"))), rtol=1e-6)
 
 

@@ -19,6 +19,8 @@ import pytest
 from dmltf import losses
 from recorded_losses import Recording, value_and_grads
 
+pytestmark = pytest.mark.backend_neutral
+
 INPUTS = Recording("pml", "pml_losses2.npz")
 TFSIM = Recording("pml", "tfsim_pn.npz")
 KINDS = ("balanced", "ragged", "one_class", "distinct")

@@ -13,6 +13,8 @@ Example:
     ['f1', 'num_lone_queries', 'num_queries', 'recall@1']
 """
 from dmltf.evaluation.search import knn
-from dmltf.evaluation.metrics import DEFAULT_METRICS, check_metrics, evaluate, metric_names
+from dmltf.evaluation.metrics import (DEFAULT_METRICS, LINEAR_ACCURACY, LINEAR_PROBE_PROTOCOL, check_metrics, evaluate,
+                                      metric_names)
 
-__all__ = ["DEFAULT_METRICS", "check_metrics", "evaluate", "knn", "metric_names"]
+__all__ = ["DEFAULT_METRICS", "LINEAR_ACCURACY", "LINEAR_PROBE_PROTOCOL", "check_metrics", "evaluate", "knn",
+           "metric_names"]

@@ -41,10 +41,10 @@ Example:
 import numpy as np
 import tensorflow as tf
 
+from dmltf.evaluation.metrics import LINEAR_ACCURACY as METRIC
+from dmltf.evaluation.metrics import LINEAR_PROBE_PROTOCOL as PROTOCOL_KEY
 from dmltf.evaluation.search import prepare_embeddings, to_numpy
 
-METRIC = "linear_accuracy"
-PROTOCOL_KEY = "linear_probe_protocol"
 PROTOCOLS = ("probe_split", "eval_halves")
 _BETA_1, _BETA_2, _EPSILON = 0.9, 0.999, 1e-7  # Keras Adam's defaults
 

@@ -47,8 +47,12 @@ Example:
 """
 import numpy as np
 
-from dmltf.evaluation import clustering, diagnostics, linear_probe, retrieval, verification
+from dmltf.evaluation import clustering, diagnostics, retrieval, verification
 from dmltf.evaluation.search import iter_knn, prepare_embeddings, resolve_backend, to_numpy
+
+# The linear probe trains with TensorFlow (dmltf.evaluation.linear_probe): imported only when its
+# metric is asked for, so that every other metric runs on any Keras backend without TensorFlow.
+LINEAR_ACCURACY, LINEAR_PROBE_PROTOCOL = "linear_accuracy", "linear_probe_protocol"
 
 AVERAGES = ("micro", "macro")
 # Results of a wide search are held per chunk of queries: keep a chunk's [chunk, k] near this size.
@@ -64,7 +68,7 @@ def metric_names():
     """Valid metric names; ``recall@K`` (``map@K``, ``map_c@K``, ``ndcg@K``, ``mrr@K``) stands for any
     integer K >= 1, ``fnmr@fmr=<FMR>`` for a fraction FMR in [0, 1], ``rho_spectrum@K`` for K != 0."""
     return ("recall@K", "map@K", "map_c@K", "ndcg@K", "mrr@K", *retrieval.METRICS.names(), "fnmr@fmr=<FMR>",
-            *diagnostics.DIST_NAMES, "rho_spectrum@K", *clustering.METRICS.names(), linear_probe.METRIC)
+            *diagnostics.DIST_NAMES, "rho_spectrum@K", *clustering.METRICS.names(), LINEAR_ACCURACY)
 
 
 def lower_is_better(name):
@@ -77,7 +81,7 @@ def lower_is_better(name):
 def _known(name):
     return isinstance(name, str) and (
         retrieval.get(name) is not None or name in clustering.METRICS or verification.parse_fnmr(name) is not None
-        or diagnostics.is_diagnostic(name) or name == linear_probe.METRIC
+        or diagnostics.is_diagnostic(name) or name == LINEAR_ACCURACY
     )
 
 
@@ -215,14 +219,16 @@ def evaluate(
             results[name] = float(clustering.METRICS.lookup(name)(query_codes, clusters))
 
     protocol = None
-    if linear_probe.METRIC in metrics:
-        results[linear_probe.METRIC], protocol = linear_probe.linear_accuracy(
+    if LINEAR_ACCURACY in metrics:
+        from dmltf.evaluation import linear_probe  # noqa: PLC0415 (TensorFlow: see LINEAR_ACCURACY)
+
+        results[LINEAR_ACCURACY], protocol = linear_probe.linear_accuracy(
             embeddings, query_labels, probe_embeddings, probe_labels, seed=seed)
 
     results = {name: results[name] for name in metrics}
     results.update(num_queries=len(queries), num_lone_queries=int((~valid).sum()))
     if protocol:
-        results[linear_probe.PROTOCOL_KEY] = protocol
+        results[LINEAR_PROBE_PROTOCOL] = protocol
     return results
 
 

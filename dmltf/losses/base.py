@@ -8,7 +8,8 @@ compared with them as given.
 
 ``sample_weight`` is a float vector [B] of non-negative weights of the queries; without
 references it is also the weight of the reference side (the batch itself), with references
-every reference has weight 1. A weight of 0 drops a sample from every pair, triplet and proxy
+``ref_sample_weight`` [R] weighs them (1 where not given): a memory bank's empty rows, the second
+views of dropped samples. A weight of 0 drops a sample from every pair, triplet and proxy
 term it is in, as anchor, positive, negative or reference, and from the miner's choices (the
 miner is given label masks without its pairs). Fractional weights scale each term by the
 product of the weights of the samples in it: a pair (i, j) by w_i w_j, a triplet by
@@ -20,6 +21,8 @@ by the weights of the samples it is built around; each loss's docstring says how
 are weighted. So with 0/1 weights ``loss(y, x, sample_weight=w)`` equals
 ``loss(y[w == 1], x[w == 1])``, all-zero weights give exactly 0 with a zero gradient, and a
 zero-weight sample gets exactly zero gradient. ``sample_weight=None`` is weight 1 everywhere.
+Likewise ``loss(y, x, ry, rx, ref_sample_weight=w)`` with 0/1 weights equals
+``loss(y, x, ry[w == 1], rx[w == 1])``, without a data-dependent shape (so also inside ``jax.jit``).
 
 A loss may take further per-call inputs as keywords of the call, passed on to its
 ``compute_loss`` (Smooth-AP's ``rank_weights``); a loss that takes none refuses them.
@@ -45,10 +48,10 @@ takes no regularizer: give it to the parts.
 from typing import NamedTuple
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from dmltf import distances as distances_lib
+from dmltf.backend import check_labels_below
 from dmltf import miners as miners_lib
 from dmltf import regularizers as regularizers_lib
 from dmltf.miners.base import Triplets, label_masks, to_triplets
@@ -96,13 +99,22 @@ class SampleWeights(NamedTuple):
         return mined._replace(pos=mined.pos * pair_weights, neg=mined.neg * pair_weights)
 
 
-def prepare_weights(sample_weight, labels, ref_labels, same_source):
+def prepare_weights(sample_weight, labels, ref_labels, same_source, ref_sample_weight=None):
     """The :class:`SampleWeights` of a call: 1 where not given, the batch's own without references."""
-    if sample_weight is None:
-        query = ops.ones(ops.shape(labels), "float32")
-    else:
-        query = ops.cast(ops.reshape(sample_weight, (-1,)), "float32")
-    return SampleWeights(query, query if same_source else ops.ones(ops.shape(ref_labels), "float32"))
+    as_vector = lambda w, like: (ops.ones(ops.shape(like), "float32") if w is None  # noqa: E731
+                                 else ops.cast(ops.reshape(w, (-1,)), "float32"))
+    query = as_vector(sample_weight, labels)
+    if same_source:
+        if ref_sample_weight is not None:
+            raise ValueError("ref_sample_weight given without ref_embeddings (the batch's weights are sample_weight)")
+        return SampleWeights(query, query)
+    return SampleWeights(query, as_vector(ref_sample_weight, ref_labels))
+
+
+def with_ref_sample_weight(inputs, ref_sample_weight):
+    """A call's keyword inputs with ``ref_sample_weight`` added when given: losses that take no
+    references of their own (two views) keep refusing it by name."""
+    return inputs if ref_sample_weight is None else {**inputs, "ref_sample_weight": ref_sample_weight}
 
 
 def nonzero_or_one(count):
@@ -173,14 +185,18 @@ class MetricLoss(keras.layers.Layer):
         """Whether ``parts()`` has more than the main part (a regularized or composite loss)."""
         return self.regularized or type(self).parts is not MetricLoss.parts
 
-    def __call__(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None, **inputs):
+    def __call__(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None,
+                 ref_sample_weight=None, **inputs):
+        inputs = with_ref_sample_weight(inputs, ref_sample_weight)
         value = super().__call__(labels, embeddings, ref_labels, ref_embeddings, sample_weight=sample_weight, **inputs)
         if not self.regularized:
             return value
         return value + sum(self.regularization_parts(embeddings, sample_weight).values())
 
-    def parts(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None, **inputs):
+    def parts(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None,
+              ref_sample_weight=None, **inputs):
         """{"main": the loss, "embedding_reg" / "weight_reg": each weighted regularizer given}."""
+        inputs = with_ref_sample_weight(inputs, ref_sample_weight)
         main = super().__call__(labels, embeddings, ref_labels, ref_embeddings, sample_weight=sample_weight, **inputs)
         return {"main": main, **self.regularization_parts(embeddings, sample_weight)}
 
@@ -197,11 +213,12 @@ class MetricLoss(keras.layers.Layer):
             parts["weight_reg"] = reg
         return parts
 
-    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None, **inputs):
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None,
+             ref_sample_weight=None, **inputs):
         labels, embeddings, ref_labels, ref_embeddings, same_source = prepare_inputs(
             labels, embeddings, ref_labels, ref_embeddings
         )
-        weights = prepare_weights(sample_weight, labels, ref_labels, same_source)
+        weights = prepare_weights(sample_weight, labels, ref_labels, same_source, ref_sample_weight)
         losses, term_weights = self.compute_loss(labels, embeddings, ref_labels, ref_embeddings, same_source, weights,
                                                  **inputs)
         if term_weights is None:
@@ -277,8 +294,9 @@ class ProxyLoss(MetricLoss):
 
     The weight is ``proxies`` of shape [num_classes, embedding_dim] unless a subclass overrides
     ``create_weights`` (``soft_triple``'s ``centers``). Samples are compared with the weights,
-    not with each other, so ``ref_labels`` / ``ref_embeddings`` are accepted and ignored.
-    Labels must lie in [0, num_classes); anything else raises ``InvalidArgumentError``.
+    not with each other, so ``ref_labels`` / ``ref_embeddings`` / ``ref_sample_weight`` are accepted and
+    ignored.
+    Labels must lie in [0, num_classes); anything else raises (``dmltf.backend.check_labels_below``).
 
     ``ortho_weight`` > 0 adds dml-tf's proxy orthogonality regulariser (``proxy_orthogonality``)
     on the rows of ``proxy_rows()``, times ``ortho_weight`` (dml-tf uses 0.1).
@@ -315,16 +333,9 @@ class ProxyLoss(MetricLoss):
             return 0.0
         return self.ortho_weight * proxy_orthogonality(self.proxy_rows())
 
-    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None):
-        labels = ops.cast(ops.reshape(labels, (-1,)), "int32")
-        checks = [
-            tf.debugging.assert_non_negative(labels, message="label below 0 given to a proxy loss"),
-            tf.debugging.assert_less(
-                labels, self.num_classes, message=f"label >= num_classes={self.num_classes} given to a proxy loss"
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            labels = tf.identity(labels)
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None,
+             ref_sample_weight=None):
+        labels = check_labels_below(ops.cast(ops.reshape(labels, (-1,)), "int32"), self.num_classes, "a proxy loss")
         regularization = self.regularization()
         if sample_weight is not None:
             regularization = ops.where(ops.any(ops.reshape(sample_weight, (-1,)) > 0), regularization, 0.0)

@@ -45,30 +45,36 @@ def _build_part(part, num_classes, embedding_dim):
 class MultipleLosses(MetricLoss):
     def __init__(self, losses=("contrastive", "multi_similarity"), weights=(), num_classes=None, embedding_dim=None,
                  **kwargs):
-        self.components = [_build_part(part, num_classes, embedding_dim) for part in losses]
-        if not self.components:
+        # Sub-layers are attributes only after Layer.__init__ (on PyTorch a layer is a torch Module).
+        components = [_build_part(part, num_classes, embedding_dim) for part in losses]
+        if not components:
             raise ValueError("multiple_losses needs at least one loss")
-        self.weights_ = [float(w) for w in weights] or [1.0] * len(self.components)
-        if len(self.weights_) != len(self.components):
-            raise ValueError(f"multiple_losses: {len(self.weights_)} weights for {len(self.components)} losses")
-        multipliers = {part.lr_multiplier for part in self.components if part.trainable_weights}
+        weights = [float(w) for w in weights] or [1.0] * len(components)
+        if len(weights) != len(components):
+            raise ValueError(f"multiple_losses: {len(weights)} weights for {len(components)} losses")
+        multipliers = {part.lr_multiplier for part in components if part.trainable_weights}
         if len(multipliers) > 1 and kwargs.get("lr_multiplier") is None:
             raise ValueError(f"multiple_losses: parts with weights train at different lr multipliers "
                              f"{sorted(multipliers)}; pass lr_multiplier")
         if multipliers:
             kwargs.setdefault("lr_multiplier", multipliers.pop())
         super().__init__(**kwargs)
+        self.components, self.weights_ = components, weights
         names = [part.registry_name for part in self.components]
         self.part_names = [n if names[:i].count(n) == 0 else f"{n}_{names[:i].count(n) + 1}"
                            for i, n in enumerate(names)]
 
-    def parts(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None):
+    def parts(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None,
+              ref_sample_weight=None):
         """{part name: weight * part loss} for the batch."""
-        return {name: w * part(labels, embeddings, ref_labels, ref_embeddings, sample_weight=sample_weight)
+        return {name: w * part(labels, embeddings, ref_labels, ref_embeddings, sample_weight=sample_weight,
+                               ref_sample_weight=ref_sample_weight)
                 for name, w, part in zip(self.part_names, self.weights_, self.components)}
 
-    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None):
-        return sum(self.parts(labels, embeddings, ref_labels, ref_embeddings, sample_weight).values())
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None,
+             ref_sample_weight=None):
+        return sum(self.parts(labels, embeddings, ref_labels, ref_embeddings, sample_weight,
+                              ref_sample_weight).values())
 
     def get_config(self):
         return {**super().get_config(), "losses": [keras.saving.serialize_keras_object(p) for p in self.components],

@@ -11,8 +11,8 @@ intra_pair_variance, lifted_structure, multi_similarity, nca, ntxent, snr_contra
 supcon, triplet, tuplet_margin; any pair loss works here).
 
 Sample weights weigh the rows (input i's weight is both of its views'); with
-``symmetric=False`` a zero-weight row's second view is removed from the references and the
-others weigh 1 (references are unweighted in the loss contract).
+``symmetric=False`` a zero-weight row's second view is removed from the references
+(``ref_sample_weight`` 0) and the others weigh 1.
 
 Not in the loss registry, so there is no ``--loss=self_supervised``: the trainer's batches
 hold one view per sample, and every registered loss must accept any references. It is still a
@@ -27,7 +27,6 @@ Example:
     True
 """
 import keras
-import tensorflow as tf
 from keras import ops
 
 from dmltf import losses as losses_lib
@@ -39,11 +38,12 @@ class SelfSupervisedLoss(MetricLoss):
     registry_name = "self_supervised"
 
     def __init__(self, loss="ntxent", symmetric=True, **kwargs):
-        self.loss = losses_lib.get(loss)
-        if isinstance(self.loss, ProxyLoss):
-            raise ValueError(f"self_supervised wraps a pair-based loss; {type(self.loss).__name__} uses class labels")
-        kwargs.setdefault("lr_multiplier", self.loss.lr_multiplier)
+        wrapped = losses_lib.get(loss)
+        if isinstance(wrapped, ProxyLoss):
+            raise ValueError(f"self_supervised wraps a pair-based loss; {type(wrapped).__name__} uses class labels")
+        kwargs.setdefault("lr_multiplier", wrapped.lr_multiplier)
         super().__init__(**kwargs)
+        self.loss = wrapped  # after Layer.__init__: on PyTorch a layer is a torch Module
         self.symmetric = bool(symmetric)
 
     def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None):
@@ -57,10 +57,9 @@ class SelfSupervisedLoss(MetricLoss):
             return self.loss(ops.tile(ids, 2), both, sample_weight=weight)
         if sample_weight is None:
             return self.loss(ids, embeddings, ids, ref_embeddings)
-        kept = ops.reshape(sample_weight, (-1,)) > 0
-        kept_loss = lambda: self.loss(ids, embeddings, tf.boolean_mask(ids, kept),  # noqa: E731
-                                      tf.boolean_mask(ref_embeddings, kept), sample_weight=sample_weight)
-        return ops.cond(ops.any(kept), kept_loss, lambda: ops.zeros(()))  # no reference is left: 0
+        # A dropped sample's second view leaves the references too; the kept ones weigh 1.
+        kept = ops.cast(ops.reshape(sample_weight, (-1,)) > 0, "float32")
+        return self.loss(ids, embeddings, ids, ref_embeddings, sample_weight=sample_weight, ref_sample_weight=kept)
 
     def get_config(self):
         return {**super().get_config(), "loss": keras.saving.serialize_keras_object(self.loss),

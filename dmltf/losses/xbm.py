@@ -25,9 +25,10 @@ first term compares the batch with them and they are what is enqueued.
 Sample weights weigh the queries in both terms (passed on to the wrapped loss); the memory's
 rows weigh 1. Without references the batch's zero-weight samples are not enqueued, so with
 0/1 weights the memory, like the loss, is that of the kept samples; with references those
-are what is enqueued, all of them (their weights are not known here).
+are what is enqueued, all of them but those of ``ref_sample_weight`` 0.
 
-Works inside ``tf.function`` (the memory is read at its current fill, a dynamic shape).
+Works inside ``tf.function`` and ``jax.jit``: the memory loss sees every row, the rows not filled
+yet with ``ref_sample_weight`` 0.
 The variables are created on the first call, from the embedding dimension.
 
 Example:
@@ -51,11 +52,12 @@ from dmltf.losses.base import MetricLoss, ProxyLoss, prepare_inputs, prepare_wei
 class CrossBatchMemory(MetricLoss):
     def __init__(self, loss="multi_similarity", memory_size=8192, warmup_steps=2000, memory_weight=1.0,
                  embedding_dim=None, **kwargs):
-        self.loss = losses_lib.get(loss)
-        if isinstance(self.loss, ProxyLoss):
-            raise ValueError(f"xbm wraps a pair-based loss; {type(self.loss).__name__} ignores references")
-        kwargs.setdefault("lr_multiplier", self.loss.lr_multiplier)  # the wrapped loss's own weights
+        wrapped = losses_lib.get(loss)
+        if isinstance(wrapped, ProxyLoss):
+            raise ValueError(f"xbm wraps a pair-based loss; {type(wrapped).__name__} ignores references")
+        kwargs.setdefault("lr_multiplier", wrapped.lr_multiplier)  # the wrapped loss's own weights
         super().__init__(**kwargs)
+        self.loss = wrapped  # after Layer.__init__: on PyTorch a layer is a torch Module
         self.memory_size = int(memory_size)
         self.warmup_steps = int(warmup_steps)
         self.memory_weight = float(memory_weight)
@@ -78,25 +80,28 @@ class CrossBatchMemory(MetricLoss):
         self.memory_embeddings = self._state("memory_embeddings", (self.memory_size, embeddings_shape[-1]), "float32")
         self.built = True
 
-    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None):
+    def call(self, labels, embeddings, ref_labels=None, ref_embeddings=None, sample_weight=None,
+             ref_sample_weight=None):
         labels, embeddings, ref_labels, ref_embeddings, same_source = prepare_inputs(
             labels, embeddings, ref_labels, ref_embeddings
         )
-        weights = prepare_weights(sample_weight, labels, ref_labels, same_source)
+        weights = prepare_weights(sample_weight, labels, ref_labels, same_source, ref_sample_weight)
         if same_source:
             batch_loss = self.loss(labels, embeddings, sample_weight=sample_weight)
         else:
-            batch_loss = self.loss(labels, embeddings, ref_labels, ref_embeddings, sample_weight=sample_weight)
-        use_memory = self.step >= self.warmup_steps
+            batch_loss = self.loss(labels, embeddings, ref_labels, ref_embeddings, sample_weight=sample_weight,
+                                   ref_sample_weight=ref_sample_weight)
+        use_memory = self.step.value >= self.warmup_steps
 
         def memory_loss():
-            n = self.memory_filled.value
-            mem_labels = ops.stop_gradient(self.memory_labels.value[:n])
-            mem_embeddings = ops.stop_gradient(self.memory_embeddings.value[:n])
-            return self.loss(labels, embeddings, mem_labels, mem_embeddings, sample_weight=sample_weight)
+            # Every row, the empty ones weighing 0: no data-dependent shape (jax.jit compiles it).
+            filled = ops.cast(ops.arange(self.memory_size) < self.memory_filled.value, "float32")
+            memory = ops.stop_gradient(self.memory_embeddings.value)
+            return self.loss(labels, embeddings, self.memory_labels.value, memory, sample_weight=sample_weight,
+                             ref_sample_weight=filled)
 
         memory_term = ops.cond(
-            ops.logical_and(use_memory, self.memory_filled > 0), memory_loss, lambda: ops.zeros(())
+            ops.logical_and(use_memory, self.memory_filled.value > 0), memory_loss, lambda: ops.zeros(())
         )
         # Enqueue only after the memory term has read the memory (program order inside tf.function).
         self._enqueue(ref_labels, ops.stop_gradient(ref_embeddings), weights.ref > 0, use_memory)
@@ -115,7 +120,8 @@ class CrossBatchMemory(MetricLoss):
         skipped = ops.maximum(count - size, 0)
         position = ops.cumsum(kept) - kept - skipped  # among the rows written
         written = ops.logical_and(kept > 0, position >= 0)
-        rows = ops.expand_dims(ops.where(written, (self.memory_pointer + position) % size, size), 1)
+        pointer, filled = self.memory_pointer.value, self.memory_filled.value
+        rows = ops.expand_dims(ops.where(written, (pointer + position) % size, size), 1)
         stored = count - skipped
         keep = lambda new, old: ops.where(active, new, old)  # noqa: E731
 
@@ -125,8 +131,8 @@ class CrossBatchMemory(MetricLoss):
 
         self.memory_embeddings.assign(write(self.memory_embeddings.value, embeddings))
         self.memory_labels.assign(write(self.memory_labels.value, labels))
-        self.memory_pointer.assign(keep((self.memory_pointer + stored) % size, self.memory_pointer))
-        self.memory_filled.assign(keep(ops.minimum(self.memory_filled + stored, size), self.memory_filled))
+        self.memory_pointer.assign(keep((pointer + stored) % size, pointer))
+        self.memory_filled.assign(keep(ops.minimum(filled + stored, size), filled))
 
     def get_config(self):
         return {

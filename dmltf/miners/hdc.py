@@ -5,8 +5,8 @@ learning 2.9 ``HDCMiner``, default ``filter_percentage=0.5``). Of the P positive
 whole batch the ``ceil(filter_percentage * P)`` farthest are kept, of the N negative pairs the
 ``ceil(filter_percentage * N)`` closest (for similarities: the least / most similar). The
 fraction is over the batch, not per anchor. Returns ``Pairs``; memory is O(B * R) (a sort of
-the [B * R] matrix; ``tf.argsort``, so this miner runs on the TensorFlow backend). Ties at
-the cut-off go to the lowest flat index (row-major).
+the [B * R] matrix). Ties at the cut-off go to the lowest flat index (row-major): ``keras.ops.argsort``
+is stable on every backend.
 Deviations: PML's cascade use (indices set from outside with ``set_idx_externally``) is not
 offered: chain a miner's selection by masking instead. PML's default distance L2-normalises the
 embeddings; here the distance is the loss's (``euclidean`` standalone).
@@ -21,7 +21,6 @@ Example:
 """
 import math
 
-import tensorflow as tf
 from keras import ops
 
 from dmltf import miners
@@ -33,7 +32,7 @@ def keep_first(mask, key, fraction):
     shape = ops.shape(mask)
     flat_mask = ops.reshape(mask, (-1,))
     flat_key = ops.where(flat_mask, ops.reshape(key, (-1,)), BIG)
-    order = tf.argsort(flat_key, stable=True)  # ties: the lowest index first
+    order = ops.argsort(flat_key)  # stable: ties keep the lowest index first
     rank = ops.scatter(ops.expand_dims(order, 1), ops.arange(ops.shape(order)[0], dtype="int32"), ops.shape(order))
     count = ops.sum(ops.cast(flat_mask, "float64"))
     k = ops.cast(ops.ceil(count * fraction), "int32")

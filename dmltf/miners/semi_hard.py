@@ -6,14 +6,12 @@ d(a, n) > d(a, p); if there is none, the farthest negative of a. Anchors without
 give no triplet.
 
 Memory is O(B * R): each anchor's negative distances are sorted once and every positive
-distance is located by ``searchsorted`` (TF-addons tiles a [B^2, B] matrix instead).
-Deviation: ``tf.searchsorted`` is used (``keras.ops.searchsorted`` is 1-D only), so this miner
-runs on the TensorFlow backend.
+distance is located by ``searchsorted`` row by row (TF-addons tiles a [B^2, B] matrix instead).
 """
-import tensorflow as tf
 from keras import ops
 
 from dmltf import miners
+from dmltf.backend import searchsorted_rows
 from dmltf.miners.base import BIG, Miner, Triplets, as_distance
 
 
@@ -29,7 +27,7 @@ class SemiHardMiner(Miner):
         sorted_neg = ops.take_along_axis(neg_d, order, axis=1)
         num_neg = ops.sum(ops.cast(neg, "int32"), axis=1, keepdims=True)  # [B, 1]
         # First negative strictly farther than the positive (TF-contrib uses '>').
-        first_farther = tf.searchsorted(sorted_neg, d, side="right")
+        first_farther = searchsorted_rows(sorted_neg, d, side="right")
         chosen = ops.where(first_farther < num_neg, first_farther, ops.maximum(num_neg - 1, 0))
         negative = ops.take_along_axis(order, chosen, axis=1)  # [B, R]: negative for (a, p)
         weight = ops.cast(ops.logical_and(pos, num_neg > 0), "float32")

@@ -13,8 +13,7 @@ same draws; the generator's state is checkpointed with the loss that holds the m
 Deviations: dmltf's ``Pairs`` are 0/1 masks, so a pair drawn more than once in a step is used
 once (PML's index lists repeat it: a pair loss counts it as often as drawn). PML's default
 distance L2-normalises the embeddings; here the distance is the loss's (``euclidean``
-standalone). ``tf.searchsorted`` / ``tf.argsort`` are used, so this miner runs on the TensorFlow
-backend.
+standalone).
 
 Example:
     >>> import numpy as np
@@ -25,7 +24,6 @@ Example:
     True
 """
 import keras
-import tensorflow as tf
 from keras import ops
 
 from dmltf import miners
@@ -38,7 +36,7 @@ def bin_of(values, mask, num_bins):
     lo = ops.min(ops.where(mask, values, big))
     hi = ops.max(ops.where(mask, values, -big))
     edges = ops.linspace(lo, hi, num_bins + 1)
-    idx = tf.searchsorted(ops.expand_dims(edges, 0), ops.expand_dims(values, 0), side="right")[0] - 1
+    idx = ops.cast(ops.searchsorted(edges, values, side="right"), "int32") - 1
     idx = ops.clip(idx, 0, num_bins - 1)  # the last bin includes its upper edge
     return ops.where(mask, idx, num_bins)
 
@@ -47,7 +45,7 @@ def draw_per_bin(values, mask, num_bins, per_bin, seed_generator):
     """0/1 mask (flat) of ``per_bin`` uniform draws with replacement from each non-empty bin."""
     n = ops.shape(values)[0]
     bins = bin_of(values, mask, num_bins)
-    order = tf.argsort(bins, stable=True)  # the flat indices grouped by bin
+    order = ops.argsort(bins)  # the flat indices grouped by bin (stable: in index order)
     counts = ops.cast(ops.bincount(bins, minlength=num_bins + 1)[:num_bins], "int32")
     starts = ops.cumsum(counts) - counts
     u = keras.random.uniform((num_bins, per_bin), seed=seed_generator)

@@ -155,7 +155,7 @@ def linear_probe_split(metrics, train_split, eval_split):
     """``train_split`` when ``metrics`` hold ``linear_accuracy`` and the train split holds every class
     of ``eval_split`` (the dml-tf seed's classification splits: the probe is fit on the train
     split), else None (zero-shot splits: the probe is fit on half of the eval split)."""
-    if evaluation.linear_probe.METRIC not in metrics:
+    if evaluation.LINEAR_ACCURACY not in metrics:
         return None
     return train_split if np.isin(eval_split.labels, train_split.labels).all() else None
 
@@ -646,8 +646,8 @@ class Trainer:
         probe_split = linear_probe_split(self.cfg.eval_metrics, self.train_split, self.eval_split)
         probe = None if probe_split is None else embed_split(self.method, probe_split, self.cfg, self.preprocessing)
         metrics = evaluate_embeddings(embeddings, labels, self.cfg, probe)
-        if final and self.is_chief and evaluation.linear_probe.PROTOCOL_KEY in metrics:
-            print(f"linear_accuracy protocol: {metrics[evaluation.linear_probe.PROTOCOL_KEY]}", flush=True)
+        if final and self.is_chief and evaluation.LINEAR_PROBE_PROTOCOL in metrics:
+            print(f"linear_accuracy protocol: {metrics[evaluation.LINEAR_PROBE_PROTOCOL]}", flush=True)
         if self.cfg.save_embeddings:
             self._last_eval = (embeddings, labels, int(self.epoch.numpy()), int(self.step.numpy()))
         summaries.write_scalars(self.writer, "eval", {k: v for k, v in metrics.items() if k in self.cfg.eval_metrics}, epoch)
