@@ -12,7 +12,9 @@ A method is a ``keras.Model`` with
   model exported;
 - ``on_epoch_begin(epoch)``: called by the trainer before each epoch (0-based), also after a
   resume, e.g. to switch a training phase; state that must survive a resume lives in variables.
-The trainer knows no method by name. ``train_step`` makes ``model.fit`` work on one host.
+The trainer knows no method by name. ``train_step`` and ``test_step`` make ``model.fit`` (with
+``validation_data``: ``val_loss``) and ``model.evaluate`` work on one host, logging each scalar
+loss's mean over the epoch's batches.
 
 How a method comes from the command line (``dmltf.training.builders`` does it for every
 method alike): a method registers its class (``@methods.register("name")``); the plain-valued
@@ -200,7 +202,40 @@ class Method(keras.Model):
             optimizers[g.name].apply_gradients(zip(group_grads, g.variables))
         # The compiled optimizer applies nothing; counting the steps keeps its schedule and callbacks right.
         self.optimizer.iterations.assign_add(1)
-        return {k: v for k, v in losses.items() if ops.ndim(v) == 0}
+        return self._logged_means(losses, data)
+
+    def test_step(self, data):
+        """For ``model.evaluate`` and ``fit``'s ``validation_data``: the losses with ``training=False``."""
+        return self._logged_means(self.compute_losses(data, training=False), data)
+
+    @property
+    def metrics(self):
+        # fit and evaluate reset these at each epoch's start and log their results.
+        return [*super().metrics, *self._loss_part_means().values()]
+
+    def _logged_means(self, losses, data):
+        """The step's scalar losses as ``fit`` / ``evaluate`` log them: the running mean of each over
+        the epoch's batches, weighted by batch size as Keras' compiled loss tracker (which holds
+        ``"loss"``; the other keys get a ``keras.metrics.Mean`` of their own at their first step)."""
+        scalars = {k: v for k, v in losses.items() if ops.ndim(v) == 0}
+        means = self._loss_part_means()
+        with tf.init_scope():  # made at trace time: the metric variables live outside the step function
+            for key in scalars.keys() - means.keys() - {"loss"}:
+                means[key] = keras.metrics.Mean(name=key)
+        batch_size = tf.shape(tf.nest.flatten(data)[0])[0]
+        logged = {}
+        for key, value in scalars.items():
+            tracker = self._loss_tracker if key == "loss" else means[key]
+            tracker.update_state(value, sample_weight=batch_size)
+            logged[key] = tracker.result()
+        return logged
+
+    def _loss_part_means(self):
+        """{loss key: its Mean}: in a plain holder, so that neither Keras nor a checkpoint tracks them."""
+        holder = getattr(self, "_loss_part_holder", None)
+        if holder is None:
+            holder = self._loss_part_holder = types.SimpleNamespace(means={})
+        return holder.means
 
     def _group_optimizers(self, groups):
         """{group name: its copy of the compiled optimizer}, made on the first step after each

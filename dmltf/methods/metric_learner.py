@@ -1,14 +1,26 @@
 """The plain system: a backbone + pooling + embedding head trained with one metric loss.
 
+It is a ``keras.Model``: compile it with an optimizer (no ``loss=``: the loss is its own) and
+``fit`` it on (images, labels). Each optimizer group (backbone, head, the loss's proxies)
+trains at the compiled rate times its multiplier (proxies at the loss's ``lr_multiplier``,
+100x for proxy losses); ``validation_data`` logs ``val_loss``,
+:class:`dmltf.callbacks.RetrievalEvaluation` retrieval metrics; ``save`` / ``keras.models.load_model``
+round-trip it with the loss's weights (``learner.embedding_model`` alone is the model to export).
+
 Example:
-    >>> import numpy as np
+    >>> import numpy as np, keras
     >>> from dmltf import losses
     >>> from dmltf.methods import MetricLearner
     >>> from dmltf.models import build_embedding_model
+    >>> x = np.random.default_rng(0).random((12, 8, 8, 1), "float32")
+    >>> y = np.arange(12) % 3
     >>> model = build_embedding_model("small_cnn", (8, 8, 1), embedding_dim=4)
-    >>> learner = MetricLearner(model, losses.get("contrastive"))
-    >>> out = learner.compute_losses((np.random.rand(4, 8, 8, 1).astype("float32"), np.array([0, 0, 1, 1])))
-    >>> sorted(out)
+    >>> learner = MetricLearner(model, losses.get("proxy_anchor", num_classes=3, embedding_dim=4))
+    >>> learner.compile(optimizer=keras.optimizers.SGD(0.01))
+    >>> history = learner.fit(x, y, batch_size=6, verbose=0)  # validation_data=(x_val, y_val) logs val_loss
+    >>> sorted(history.history), learner.embed(x[:2]).shape
+    (['loss'], TensorShape([2, 4]))
+    >>> sorted(learner.compute_losses((x[:4], y[:4])))
     ['loss']
 """
 import keras
@@ -32,6 +44,7 @@ class MetricLearner(Method):
         super().__init__(**kwargs)
         self.embedding_model = embedding_model
         self.loss_fn = loss
+        self.built = True  # its state is its parts': saving needs no call first
 
     def compute_losses(self, batch, training=True):
         images, labels = batch
@@ -52,6 +65,21 @@ class MetricLearner(Method):
 
     def loss_layers(self):
         return [self.loss_fn]
+
+    def get_config(self):
+        return {**super().get_config(), "embedding_model": keras.saving.serialize_keras_object(self.embedding_model),
+                "loss": keras.saving.serialize_keras_object(self.loss_fn)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        embedding_model = keras.saving.deserialize_keras_object(config.pop("embedding_model"))
+        return cls(embedding_model, keras.saving.deserialize_keras_object(config.pop("loss")), **config)
+
+    def compile_from_config(self, config):
+        # load_model's compile: the compiled optimizer only counts steps (each group trains with a copy,
+        # see Method.train_step), so it is not built on the variables, as when it was saved.
+        self.compile(**keras.saving.deserialize_keras_object(config))
 
     @classmethod
     def from_parts(cls, parts):
