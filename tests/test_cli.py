@@ -1,13 +1,12 @@
 """train/evaluate.py and train/infer.py on a trained run and on its export."""
 import json
 import os
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
 from PIL import Image
+from recipes import run_script
 
 import config
 from dmltf.training.experiment import run
@@ -16,9 +15,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def script(name, *args):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "train", name), *args],
-                         capture_output=True, text=True, timeout=180, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
-    return out
+    return run_script(os.path.join(ROOT, "train", name), *args, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+                      timeout=180)
 
 
 @pytest.fixture(scope="module")

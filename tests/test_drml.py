@@ -3,8 +3,6 @@ and the official RelationEmbedder / MultiEmbedder / GeDML ProxyAnchorLoss, and i
 import glob
 import math
 import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -12,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import config
-from recipes import flagfile_flags
+from recipes import flagfile_flags, run_script
 from dmltf import losses
 from dmltf.methods.drml import DRML, RelationEmbedder, build_drml_models
 
@@ -350,10 +348,10 @@ def test_flagfile_runs_end_to_end(flagfile, folder_dataset, tmp_path):
 
 def test_the_command_line_runs_the_drml_flagfile(folder_dataset, tmp_path):
     """train/main.py parses the flagfile itself (absl types: bools, lists) and exports the model."""
-    cmd = [sys.executable, os.path.join(REPO, "train", "main.py"),
-           "--flagfile=" + os.path.join(REPO, "train", "configs", "drml_cub200.cfg"), f"--dataset={folder_dataset}",
-           f"--logdir={tmp_path / 'run'}", *[f"--{k}={v}" for k, v in OVERRIDES.items()], "--epochs=1", "--export=true"]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = run_script(os.path.join(REPO, "train", "main.py"),
+                      "--flagfile=" + os.path.join(REPO, "train", "configs", "drml_cub200.cfg"),
+                      f"--dataset={folder_dataset}", f"--logdir={tmp_path / 'run'}",
+                      *[f"--{k}={v}" for k, v in OVERRIDES.items()], "--epochs=1", "--export=true")
     assert done.returncode == 0, done.stderr[-3000:]
     assert "recall@1" in done.stdout and "exported to" in done.stdout  # .keras and SavedModel
     assert "train/share_branch_2" in set(_read_tags(tmp_path / "run").Tags()["tensors"])

@@ -7,8 +7,6 @@ Budget: ~3 min.
 """
 import json
 import os
-import subprocess
-import sys
 
 import h5py
 import keras
@@ -18,6 +16,7 @@ import tensorflow as tf
 
 import config
 import raw_datasets as raw
+from recipes import run_script
 from dmltf import data, losses
 from dmltf.data.raw import cars196
 from dmltf.data.samplers.shuffled import random_batches
@@ -261,11 +260,10 @@ FLAGFILES = {  # flagfile -> (overrides for 3 train classes of 4 images, extra t
 def test_flagfile_runs_end_to_end(flagfile, dvml_file, tmp_path):
     overrides, extra_tags, rates = FLAGFILES[flagfile]
     logdir = tmp_path / "run"
-    cmd = [sys.executable, os.path.join(REPO, "train", "main.py"),
-           "--flagfile=" + os.path.join(REPO, "train", "configs", flagfile), f"--dataset={dvml_file}",
-           "--backbone=small_cnn", "--backbone_weights=", f"--logdir={logdir}", "--progress=none", "--export=false", "--tb_neighbours=0",
-           "--tb_projector_points=0", *overrides]
-    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = run_script(os.path.join(REPO, "train", "main.py"),
+                      "--flagfile=" + os.path.join(REPO, "train", "configs", flagfile), f"--dataset={dvml_file}",
+                      "--backbone=small_cnn", "--backbone_weights=", f"--logdir={logdir}", "--progress=none",
+                      "--export=false", "--tb_neighbours=0", "--tb_projector_points=0", *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "recall@32" in done.stdout and "nmi" in done.stdout
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

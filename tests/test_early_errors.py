@@ -2,7 +2,7 @@
 
 Training configurations are checked in-process through ``build_trainer`` (``train/main.py``
 prints its ValueErrors as ``error: ...``, shown once by subprocess); the entry points run as
-subprocesses, all started at once (each start costs seconds).
+processes, all started at once (recipes.start_script: without the TensorFlow import each).
 """
 import json
 import os
@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from recipes import start_script
 
 import config
 from dmltf.data import DatasetWriter, open_dataset
@@ -195,15 +196,9 @@ def entry_points(tmp_path_factory):
                               [tmp / "b.npy", tmp / "b.npy.tmp.npy"]),
     }
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    running = {name: subprocess.Popen([sys.executable, os.path.join(ROOT, "train", script), *args], env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    running = {name: start_script(os.path.join(ROOT, "train", script), *args, env=env)
                for name, (script, args, _, _) in cases.items()}
-    results = {}
-    for name, process in running.items():
-        stdout, stderr = process.communicate(timeout=300)
-        results[name] = (subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr),
-                         cases[name][2], cases[name][3])
-    return results
+    return {name: (process.finish(), cases[name][2], cases[name][3]) for name, process in running.items()}
 
 
 @pytest.mark.parametrize("case", ["main.py configuration", "main.py dataset", "unknown metric", "bad run",

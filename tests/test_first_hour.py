@@ -8,12 +8,11 @@ import glob
 import json
 import os
 import re
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
+from recipes import run_script
 
 import config
 from dmltf.training import builders
@@ -166,12 +165,10 @@ def test_threads_cannot_change_once_tensorflow_runs():
 def cli_run(tmp_path_factory):
     """A train/main.py run with --threads=1 --save_embeddings: (logdir, its stdout)."""
     logdir = tmp_path_factory.mktemp("cli") / "run"
-    out = subprocess.run([sys.executable, os.path.join(REPO, "train", "main.py"), "--dataset=digits",
-                          "--embedding_dim=16", "--epochs=1", "--max_steps_per_epoch=2", "--eval_every=0",
-                          "--export=false", "--progress=none", "--tb_neighbours=0", "--tb_projector_points=0",
-                          "--eval_metrics=recall@1", "--best_metric=recall@1", "--threads=1", "--save_embeddings",
-                          f"--logdir={logdir}"],
-                         capture_output=True, text=True, timeout=300, env=ENV)
+    out = run_script(os.path.join(REPO, "train", "main.py"), "--dataset=digits", "--embedding_dim=16", "--epochs=1",
+                     "--max_steps_per_epoch=2", "--eval_every=0", "--export=false", "--progress=none",
+                     "--tb_neighbours=0", "--tb_projector_points=0", "--eval_metrics=recall@1",
+                     "--best_metric=recall@1", "--threads=1", "--save_embeddings", f"--logdir={logdir}", env=ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     return logdir, out.stdout
 
@@ -188,9 +185,8 @@ def test_saved_embeddings_equal_infer_output(cli_run, tmp_path):
     saved = logdir / "embeddings.h5"
     assert f"embeddings of the final evaluation to {saved}" in stdout
     assert not glob.glob(str(logdir / "embeddings.h5.partial-*"))
-    out = subprocess.run([sys.executable, os.path.join(REPO, "train", "infer.py"), f"--run={logdir}",
-                          "--which=last", f"--output={tmp_path / 'infer.h5'}"],
-                         capture_output=True, text=True, timeout=300, env=ENV)
+    out = run_script(os.path.join(REPO, "train", "infer.py"), f"--run={logdir}", "--which=last",
+                     f"--output={tmp_path / 'infer.h5'}", env=ENV)
     assert out.returncode == 0, out.stderr[-3000:]
     with h5py.File(saved, "r") as a, h5py.File(tmp_path / "infer.h5", "r") as b:
         assert set(a) == set(b) == {"embeddings", "labels"}

@@ -4,12 +4,11 @@ train/index.py + train/search.py on a tiny digits run (the PNG grid included).""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
+from recipes import run_script
 
 from dmltf.index import Index, IndexFormatError, commands
 from dmltf.training import summaries
@@ -271,10 +270,9 @@ def test_index_and_search_commands_on_a_digits_run_write_the_neighbours_and_the_
     with pytest.raises(FileExistsError, match=r"--output=.*index exists: choose another name, or pass --overwrite"):
         commands.build_index(source, tmp_path / "index")
     # The command line: its flags reach the index (an HNSW one of the same embeddings, euclidean).
-    out = subprocess.run([sys.executable, os.path.join(REPO, "train", "index.py"), f"--run={logdir}", "--which=last",
-                          "--split=test", f"--output={tmp_path / 'hnsw'}", "--backend=hnsw", "--hnsw_m=8",
-                          "--ef_search=900", "--metric=euclidean"],
-                         capture_output=True, text=True, timeout=180, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    out = run_script(os.path.join(REPO, "train", "index.py"), f"--run={logdir}", "--which=last", "--split=test",
+                     f"--output={tmp_path / 'hnsw'}", "--backend=hnsw", "--hnsw_m=8", "--ef_search=900",
+                     "--metric=euclidean", env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     assert f"indexed {split.num_examples} x 16 embeddings of split 'test' (euclidean, hnsw" in out.stdout
     hnsw = Index.load(tmp_path / "hnsw")
@@ -285,9 +283,9 @@ def test_index_and_search_commands_on_a_digits_run_write_the_neighbours_and_the_
     images = split.load().images[rows]
     for row, image in zip(rows, images):
         Image.fromarray(np.repeat(image, 3, axis=-1)).save(tmp_path / f"q{row}.png")
-    out = subprocess.run([sys.executable, os.path.join(REPO, "train", "search.py"), f"--index={tmp_path / 'index'}",
-                          f"--images={tmp_path / 'q*.png'}", "--k=5", f"--grid={tmp_path / 'grid.png'}", "--cell=32"],
-                         capture_output=True, text=True, timeout=180, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    out = run_script(os.path.join(REPO, "train", "search.py"), f"--index={tmp_path / 'index'}",
+                     f"--images={tmp_path / 'q*.png'}", "--k=5", f"--grid={tmp_path / 'grid.png'}", "--cell=32",
+                     env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"), timeout=180)
     assert out.returncode == 0, out.stderr[-2000:]
     # Each query is a stored test image: its nearest neighbour is itself, at distance ~0.
     paths = sorted(f"q{row}.png" for row in rows)

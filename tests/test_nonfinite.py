@@ -6,13 +6,12 @@ NaN is injected at chosen global steps by wrapping the method's ``compute_losses
 import glob
 import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
+from recipes import run_script
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_trainer import mirrored, small_cfg, weights
 
@@ -147,8 +146,7 @@ def test_float16_overflow_is_still_the_loss_scalers_to_skip(tmp_path):
 
 
 def script(name, *args):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "train", name), *args], capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
+    return run_script(os.path.join(ROOT, "train", name), *args, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"))
 
 
 def error_lines(out):
