@@ -5,7 +5,7 @@ replicas; everything else runs on the default strategy (the first device).
 
 Under ``KERAS_BACKEND=jax`` (or ``torch``) only the tests marked ``backend_neutral`` (a module's
 ``pytestmark``, less its tests marked ``tensorflow_only``) run, with the doctests of the
-backend-neutral packages (:data:`NEUTRAL_DOCTESTS`); the rest are TensorFlow's (trainer, data
+backend-neutral modules (:data:`NEUTRAL_DOCTESTS`, from ``tests/backend_neutral.txt``); the rest are TensorFlow's (trainer, data
 pipeline, converters, ``tf.function``) and are skipped, saying so.
 """
 import os
@@ -31,15 +31,20 @@ collect_ignore_glob = ["fixtures/*/record*.py"]
 import pytest  # noqa: E402
 
 BACKEND = os.environ.get("KERAS_BACKEND", "tensorflow")
-# The packages whose math is keras.ops only: their doctests run on every backend.
-NEUTRAL_DOCTESTS = ("dmltf/distances.py", "dmltf/losses/", "dmltf/miners/", "dmltf/regularizers/")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What CI runs again on JAX: the modules whose math is keras.ops only (their doctests) and the
+# test files with backend_neutral tests.
+with open(os.path.join(REPO, "tests", "backend_neutral.txt")) as _f:
+    BACKEND_NEUTRAL_PATHS = _f.read().split()
+NEUTRAL_DOCTESTS = [os.path.join(REPO, p) for p in BACKEND_NEUTRAL_PATHS if p.startswith("dmltf")]
 
 
 def _backend_neutral(item):
     if item.get_closest_marker("backend_neutral"):
         return not item.get_closest_marker("tensorflow_only")
-    path = str(item.path).replace(os.sep, "/")
-    return isinstance(item, pytest.DoctestItem) and any(f"/{p}" in path for p in NEUTRAL_DOCTESTS)
+    path = str(item.path)
+    return isinstance(item, pytest.DoctestItem) and any(path == p or path.startswith(p + os.sep)
+                                                         for p in NEUTRAL_DOCTESTS)
 
 
 def pytest_collection_modifyitems(config, items):
