@@ -19,8 +19,10 @@ import sys
 import keras
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 from dmltf import losses  # noqa: E402
+from recorded_losses import value_and_gradients  # noqa: E402  (the tests' helper, on every backend)
 
 SKIPPED = {"multiple_losses"}  # a sum of other losses: nothing of its own to compare
 CLASSES, DIM = 5, 6
@@ -31,47 +33,12 @@ def build(name):
     cls = losses.get_class(name)
     kwargs = {"num_classes": CLASSES, "embedding_dim": DIM} if issubclass(cls, losses.ProxyLoss) else {}
     if name == "xbm":
-        kwargs = {"memory_size": 16, "warmup_steps": 0}
+        kwargs = {"memory_size": 16, "warmup_steps": 0, "embedding_dim": DIM}  # built before any trace
     loss = cls(**kwargs)
     rng = np.random.default_rng(1)
     for v in loss.trainable_weights:
         v.assign(rng.normal(size=tuple(v.shape)).astype("float32"))
     return loss
-
-
-def value_and_gradients(loss, x):
-    backend = keras.backend.backend()
-    weights = loss.trainable_weights
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        xt = tf.constant(x)
-        with tf.GradientTape() as tape:
-            tape.watch(xt)
-            value = loss(LABELS, xt)
-        grads = tape.gradient(value, [xt, *weights])
-        return float(value), [np.zeros(tuple(w.shape)) if g is None else np.asarray(tf.convert_to_tensor(g))
-                              for w, g in zip([xt, *weights], grads)]
-    if backend == "torch":
-        import torch
-
-        xt = torch.tensor(x, requires_grad=True)
-        value = loss(LABELS, xt)
-        params = [w.value for w in weights]
-        grads = torch.autograd.grad(value, [xt, *params], allow_unused=True)
-        return float(value.detach()), [np.zeros(tuple(p.shape)) if g is None else g.detach().numpy()
-                              for p, g in zip([xt, *params], grads)]
-    if backend == "jax":
-        import jax
-
-        def stateless(x, values):
-            mapping = [*zip(weights, values), *((v, v.value) for v in loss.non_trainable_variables)]
-            with keras.StatelessScope(state_mapping=mapping):
-                return loss(LABELS, x)
-
-        value, grads = jax.value_and_grad(stateless, argnums=(0, 1))(x, [w.value for w in weights])
-        return float(value), [np.asarray(grads[0]), *[np.asarray(g) for g in grads[1]]]
-    raise SystemExit(f"no gradient code for the {backend} backend")
 
 
 def main():
@@ -85,9 +52,11 @@ def main():
     for name in losses.names():
         if name in SKIPPED:
             continue
-        value, grads = value_and_gradients(build(name), x)
+        loss = build(name)
+        value, (grad_x,), grad_w = value_and_gradients(lambda x: loss(LABELS, x), [x], loss.trainable_variables,
+                                                       loss.non_trainable_variables)
         arrays[f"{name}__value"] = np.array(value)
-        for i, g in enumerate(grads):
+        for i, g in enumerate([grad_x, *grad_w]):
             arrays[f"{name}__grad{i}"] = g
     tmp = args.output + ".partial.npz"
     np.savez(tmp, **arrays)

@@ -1,7 +1,7 @@
 """Loss values recorded once from reference libraries (``tests/fixtures/pml/*.npz``, written by
 the ``record_*.py`` scripts beside them in their own venvs) and dmltf's side of the comparison:
-one reader of the recordings and one value-and-gradients helper for every test that uses them, on the
-TensorFlow and JAX backends."""
+one reader of the recordings and one value-and-gradients helper for every test that uses them (and for
+``bench/backend_parity.py``), on the TensorFlow, JAX and PyTorch backends."""
 import os
 
 import keras
@@ -82,16 +82,22 @@ def value_of(fn, arrays, state=()):
         return float(fn(*arrays))
     import jax
 
-    state = list(state)
-
-    def stateless(arrays):
-        with keras.StatelessScope(state_mapping=[(v, v.value) for v in state]) as scope:
-            return fn(*arrays), [scope.get_current_value(v) for v in state]
-
-    value, updates = jax.jit(stateless)(arrays)
+    stateless, state = _jax_stateless(fn, [], state)
+    value, updates = jax.jit(stateless)(arrays, [])
     for variable, update in zip(state, updates):
         variable.assign(update)
     return float(value)
+
+
+def central_differences(f, x, step=1e-6):
+    """The gradient of a scalar numpy function ``f`` at ``x`` (float64) by central differences:
+    the independent side of the gradient checks."""
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        shift = np.zeros_like(x)
+        shift[index] = step
+        grad[index] = (f(x + shift) - f(x - shift)) / (2 * step)
+    return grad
 
 
 def compiled(fn):
@@ -117,9 +123,9 @@ def _tensorflow_gradients(fn, arrays, variables, state):
             [numpy(tape.gradient(value, v)) for v in variables])
 
 
-def _jax_gradients(fn, arrays, variables, state):
-    import jax
-
+def _jax_stateless(fn, variables, state):
+    """(``fn`` as a pure function of (arrays, the variables' values) -> (value, the state's new
+    values), that state less the variables)."""
     state = [v for v in state if all(v is not w for w in variables)]
 
     def stateless(arrays, values):
@@ -127,6 +133,13 @@ def _jax_gradients(fn, arrays, variables, state):
             value = fn(*arrays)
         return value, [scope.get_current_value(v) for v in state]
 
+    return stateless, state
+
+
+def _jax_gradients(fn, arrays, variables, state):
+    import jax
+
+    stateless, state = _jax_stateless(fn, variables, state)
     # Compiled, as Keras' JAX trainer runs a loss (and much faster than op-by-op for one call).
     (value, updates), (grads, var_grads) = jax.jit(jax.value_and_grad(stateless, argnums=(0, 1), has_aux=True))(
         arrays, [v.value for v in variables])
@@ -135,4 +148,15 @@ def _jax_gradients(fn, arrays, variables, state):
     return value, grads, var_grads
 
 
-GRADIENTS = {"tensorflow": _tensorflow_gradients, "jax": _jax_gradients}
+def _torch_gradients(fn, arrays, variables, state):
+    import torch
+
+    tensors = [None if a is None else torch.tensor(a, requires_grad=True) for a in arrays]
+    value = fn(*tensors)
+    given = [t for t in tensors if t is not None]
+    grads = torch.autograd.grad(value, [*given, *(v.value for v in variables)], allow_unused=True)
+    by_input = iter(grads[:len(given)])
+    return (value.detach(), [None if t is None else next(by_input) for t in tensors], list(grads[len(given):]))
+
+
+GRADIENTS = {"tensorflow": _tensorflow_gradients, "jax": _jax_gradients, "torch": _torch_gradients}

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from dmltf import losses
 from dmltf.losses import initializers
-from recorded_losses import compiled, on_this_backend, value_and_gradients
+from recorded_losses import central_differences, compiled, on_this_backend, value_and_gradients
 
 C, D, K = 5, 6, 3  # classes, embedding dim, SoftTriple centres per class
 
@@ -176,16 +176,6 @@ def loss_value_and_grads(loss, labels, x):
     return value, [grad_x, *grad_w]
 
 
-def finite_difference(f, arr, eps=1e-6):
-    grad = np.zeros_like(arr)
-    for idx in np.ndindex(arr.shape):
-        plus, minus = arr.copy(), arr.copy()
-        plus[idx] += eps
-        minus[idx] -= eps
-        grad[idx] = (f(plus) - f(minus)) / (2 * eps)
-    return grad
-
-
 def assert_grad_close(actual, expected):
     scale = max(1.0, np.abs(expected).max())
     np.testing.assert_allclose(actual, expected, rtol=2e-3, atol=2e-4 * scale)
@@ -207,9 +197,9 @@ def test_value_and_gradients_match_numpy(case, batch):
     expected = f(x, values)
     np.testing.assert_allclose(value, expected, rtol=1e-4, atol=1e-4)
 
-    assert_grad_close(grads[0], finite_difference(lambda a: f(a, values), x))
+    assert_grad_close(grads[0], central_differences(lambda a: f(a, values), x))
     for v, g in zip(loss.weights, grads[1:]):
-        fd = finite_difference(lambda a, n=v.name: f(x, {**values, n: a}), values[v.name])
+        fd = central_differences(lambda a, n=v.name: f(x, {**values, n: a}), values[v.name])
         assert_grad_close(g, fd)
 
 

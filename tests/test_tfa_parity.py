@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 
 from dmltf import distances, losses
-from recorded_losses import Recording, on_this_backend, value_and_grads
+from recorded_losses import Recording, central_differences, on_this_backend, value_and_grads
 
 pytestmark = pytest.mark.backend_neutral
 
@@ -148,16 +148,6 @@ def tfa_one_class_semi_hard(labels, x, metric, margin):
     return np.mean(np.maximum(margin + d[pos], 0.0))
 
 
-def numeric_grad(f, x, step=1e-6):
-    """Central differences of a scalar numpy function of x (float64)."""
-    grad = np.zeros_like(x)
-    for index in np.ndindex(x.shape):
-        shift = np.zeros_like(x)
-        shift[index] = step
-        grad[index] = (f(x + shift) - f(x - shift)) / (2 * step)
-    return grad
-
-
 def test_fixture_was_recorded_from_tfa_0_23():
     assert str(TFA["tfa_version"]) == "0.23.0" and str(TFA["tf_version"]).startswith("2.15")
     assert {key.split("__")[0] for key in TFA.files if "__" in key} == set(CASES) | set(DISTANCE_FUNCTIONS)
@@ -186,7 +176,7 @@ def test_hard_triplet_differs_by_tfa_terms_of_anchors_without_pairs(case):
         degenerate = lambda x: tfa_degenerate_hard_terms(labels, x, metric, margin, soft)  # noqa: E731
         n = len(labels)
         np.testing.assert_allclose(n * value, total + degenerate(x64), rtol=1e-5, atol=1e-6, err_msg=kind)
-        np.testing.assert_allclose(n * grad, total_grad + numeric_grad(degenerate, x64), rtol=1e-5, atol=1e-5,
+        np.testing.assert_allclose(n * grad, total_grad + central_differences(degenerate, x64), rtol=1e-5, atol=1e-5,
                                    err_msg=kind)
     # TFA's one-class terms: margin (log 2 when soft) for every anchor, with no gradient
     assert tfa_recorded(case, "one_class")[0] == pytest.approx(np.log(2.0) if soft else margin, rel=1e-6)
@@ -200,7 +190,7 @@ def test_semi_hard_differs_on_batches_without_negatives_or_positives(case):
     value, grad = tfa_recorded(case, "one_class")
     reference = lambda x: tfa_one_class_semi_hard(labels, x, metric, margin)  # noqa: E731
     np.testing.assert_allclose(value, reference(x64), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(grad, numeric_grad(reference, x64), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(grad, central_differences(reference, x64), rtol=1e-5, atol=1e-6)
     assert np.isnan(tfa_recorded(case, "distinct")[0])  # 0 positive pairs: 0 / 0
     for kind in ("one_class", "distinct"):
         dmltf_value, dmltf_grad = dmltf_value_and_grad(case, kind)
