@@ -9,7 +9,9 @@ Dense(512) + L2 normalisation, SGD, triplet+semi-hard loss) runs at ``--model_ba
 an 18.4 GB peak RSS on 2 cores, so pass a smaller batch on a smaller machine (the printout
 says when the batch differs).
 
-    python bench/loss_speed.py [--repeats 5] [--model_batch 180] [--skip_model]
+    python bench/loss_speed.py [--repeats 5] [--model_batch 180] [--skip_model] [--losses instance ...]
+
+``--losses`` times only the rows whose names start with one of the words given.
 """
 import argparse
 import os
@@ -62,6 +64,11 @@ LOSSES = {
     "soft_nearest_neighbor": {},
     "multiple_losses (tuplet_margin + ipv)": {"losses": ("tuplet_margin", "intra_pair_variance")},
     "xbm (multi_similarity, 1024 rows, full)": {"loss": "multi_similarity", "memory_size": 1024, "warmup_steps": 0},
+    "instance": {},
+    "centroid_triplet": {},
+    # 5 subsets of 90 scored by a contrastive loss each: 5 x the pair loss's O(B^2) memory
+    "contrastive (maximum_loss miner, 5 x 90)": {"miner": {"name": "maximum_loss", "config": {
+        "loss": "contrastive", "output_batch_size": BATCH // 2, "num_trials": 5, "seed": 0}}},
 }
 
 
@@ -91,6 +98,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model_batch", type=int, default=BATCH)
     parser.add_argument("--skip_model", action="store_true")
+    parser.add_argument("--losses", nargs="+", default=None, help="only the rows starting with these names")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     labels = tf.constant(np.repeat(np.arange(BATCH // 4), 4))
@@ -98,6 +106,8 @@ def main():
     print(f"forward+backward, B={BATCH}, D={DIM}, CPU ({os.cpu_count()} cores), median of {args.repeats}")
     print(f"{'loss':45s} {'ms':>9s}")
     for name, kwargs in LOSSES.items():
+        if args.losses and not any(name.startswith(prefix) for prefix in args.losses):
+            continue
         loss = losses.get(name.split(" ")[0], **kwargs)
         if name.startswith("xbm"):
             for _ in range(6):  # fill the memory: 6 x 180 > 1024 rows

@@ -44,6 +44,12 @@ def test_a_loss_roles_miner_is_refused_for_its_proxy_loss():
         builders.build_method(cfg, builders.DatasetInfo(num_classes=6, input_shape=(8, 8, 1)))
 
 
+def test_a_miner_whose_required_parameters_have_no_flag_is_refused_by_name():
+    cfg = config.make(loss="contrastive", miner="maximum_loss")
+    with pytest.raises(ValueError, match=r"^--miner=maximum_loss needs loss, output_batch_size, which no flag sets"):
+        builders.build_loss(cfg, None, num_classes=10, embedding_dim=16)
+
+
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(ROOT, "train", "configs", "*.cfg"))),
                          ids=os.path.basename)
 def test_the_shipped_flagfiles_build_their_losses(path):

@@ -92,6 +92,9 @@ CASES = {
     "triplet_semi_hard": ("triplet", {"miner": "semi_hard", "margin": 0.5}),
     "triplet_batch_hard_sum": ("triplet", {"miner": "batch_hard", "reduction": "sum"}),
     "tuplet_margin": ("tuplet_margin", {"scale": 16.0}),
+    "instance": ("instance", {"gamma": 8.0}),
+    "centroid_triplet": ("centroid_triplet", {"margin": 0.5}),
+    "centroid_triplet_cosine_soft": ("centroid_triplet", {"margin": 0.5, "soft": True, "distance": "cosine"}),
     "xbm": ("xbm", {"loss": "multi_similarity", "memory_size": 16, "warmup_steps": 0, "embedding_dim": D}),
 }
 

@@ -153,9 +153,7 @@ def build_loss(cfg, name, num_classes, embedding_dim, prefix=""):
                              f"{cls.__name__} is not a pair-based loss; leave --{prefix}{suffix} empty")
     if issubclass(cls, losses.PairLoss):
         if flag("miner"):
-            miner_cls = miners.get_class(flag("miner"))
-            kwargs["miner"] = miner_cls(**component_kwargs(cfg, f"{prefix}miner_{flag('miner')}", miner_cls,
-                                                           MINER_SHARED))
+            kwargs["miner"] = build_miner(cfg, flag("miner"), prefix)
         if flag("distance"):
             kwargs["distance"] = flag("distance")
     shared = {"num_classes": num_classes, "embedding_dim": embedding_dim, "initializer": flag("proxy_initializer"),
@@ -167,6 +165,19 @@ def build_loss(cfg, name, num_classes, embedding_dim, prefix=""):
     if configured:
         kwargs.update(regularizer_kwargs(cfg, prefix, name, cls))
     return cls(**kwargs)
+
+
+def build_miner(cfg, name, prefix=""):
+    """Miner ``name`` with its ``--<prefix>miner_<name>_*`` flags; one whose required parameters
+    have no flag (e.g. maximum_loss's scoring loss object) is an error naming them."""
+    cls = miners.get_class(name)
+    required = [p for p, param in constructor_parameters(cls).items()
+                if param.default is param.empty and p not in MINER_SHARED
+                and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)]
+    if required:
+        raise ValueError(f"--{prefix}miner={name} needs {', '.join(required)}, which no flag sets: build it in "
+                         f"Python (dmltf.miners.get({name!r}, ...)) and pass it to the loss")
+    return cls(**component_kwargs(cfg, f"{prefix}miner_{name}", cls, MINER_SHARED))
 
 
 def regularizer_kwargs(cfg, prefix, name, cls):
