@@ -6,7 +6,15 @@ JPEG (256 px: square for raw, short side for JPEG), then times ``dmltf.data.trai
 with the ``dmltf`` augmentation preset (RandomResizedCrop 224 + flip) over whole epochs, after
 one warm-up batch. Also prints the converter's own images/s. Nothing is downloaded.
 
+Against the step's consumption: next to each format's images/s it prints the images/s one
+training step consumes at the same image size and batch (a registry backbone, ``--backbone``,
+with a 512-d embedding, Proxy-Anchor and SGD, one traced step timed after a warm-up), or
+``--step_images_per_second`` measured elsewhere (e.g. on a GPU), and whether the pipeline keeps
+up. It also prints the cores tf.data may use (its threads come from TensorFlow's inter-op pool,
+one per core unless configured) and the cores the pipeline kept busy (CPU time / wall time).
+
     python bench/input_pipeline.py [--images 1200] [--classes 60] [--epochs 3] [--workers 2]
+        [--backbone bn_inception] [--step_images_per_second N]
 """
 import argparse
 import contextlib
@@ -51,15 +59,62 @@ def convert(root, out, fmt, encoding, workers):
 
 
 def time_pipeline(split, epochs, P, K):
+    """(images/s, cores kept busy: process CPU seconds per wall second) over ``epochs``."""
     def epoch_ds(epoch):
         return data.train_dataset(split, data.samplers.get("balanced", P, K), seed=0, epoch=epoch, augmentation="dmltf", image_size=224)
 
     next(iter(epoch_ds(epochs)))  # warm-up on another epoch: tracing, file handles, RAM cache
-    images, start = 0, time.perf_counter()
+    images, start, cpu = 0, time.perf_counter(), cpu_seconds()
     for epoch in range(epochs):
         for batch, _ in epoch_ds(epoch):
             images += int(batch.shape[0])
-    return images / (time.perf_counter() - start)
+    wall = time.perf_counter() - start
+    return images / wall, (cpu_seconds() - cpu) / wall
+
+
+def cpu_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
+def step_images_per_second(backbone, batch_size, num_classes, steps=3):
+    """Images/s of one traced training step (forward, Proxy-Anchor, backward, SGD update) of
+    ``backbone`` at 224 px, timed over ``steps`` after a warm-up step (tracing)."""
+    import keras
+    import tensorflow as tf
+
+    from dmltf import losses
+    from dmltf.models import build_embedding_model
+
+    model = build_embedding_model(backbone, (224, 224, 3), embedding_dim=512)
+    loss_fn = losses.get("proxy_anchor", num_classes=num_classes, embedding_dim=512)
+    optimizer = keras.optimizers.SGD(1e-4, momentum=0.9)
+    variables = model.trainable_variables + loss_fn.trainable_variables
+
+    @tf.function
+    def step(images, labels):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(labels, model(images, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    rng = np.random.default_rng(0)
+    images = tf.constant(rng.uniform(-1, 1, (batch_size, 224, 224, 3)).astype(np.float32))
+    labels = tf.constant(rng.integers(0, num_classes, batch_size))
+    step(images, labels).numpy()  # tracing
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(images, labels).numpy()
+    return batch_size * steps / (time.perf_counter() - start)
+
+
+def tf_data_cores():
+    """(cores this process may run on, threads of the inter-op pool tf.data's maps run on)."""
+    import tensorflow as tf
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    pool = tf.config.threading.get_inter_op_parallelism_threads() or cores  # 0: one per core
+    return cores, pool
 
 
 def main():
@@ -70,20 +125,34 @@ def main():
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="converter threads")
     parser.add_argument("--P", type=int, default=8)
     parser.add_argument("--K", type=int, default=4)
+    parser.add_argument("--backbone", default="bn_inception", help="registry backbone whose training step is timed")
+    parser.add_argument("--step_images_per_second", type=float, default=0.0,
+                        help="the training step's consumption measured elsewhere (e.g. a GPU); 0: measure here")
     args = parser.parse_args()
+    batch = args.P * args.K
+    if args.step_images_per_second > 0:
+        step_rate, step_what = args.step_images_per_second, "given with --step_images_per_second"
+    else:
+        step_rate = step_images_per_second(args.backbone, batch, args.classes)
+        step_what = f"{args.backbone} training step at 224 px, batch {batch}, measured here"
+    cores, pool = tf_data_cores()
     with tempfile.TemporaryDirectory(prefix="dmltf-bench-") as tmp:
         root = os.path.join(tmp, "tree")
         make_tree(root, args.images, args.classes)
         print(f"{args.images} JPEGs 500x375, {args.classes} classes; batches P={args.P} x K={args.K}; "
-              f"{os.cpu_count()} CPUs; augmentation dmltf (RandomResizedCrop 224 + flip)")
-        print(f"{'format':<16}{'convert img/s':>15}{'stored MB':>11}{'in RAM':>8}{'pipeline img/s':>16}")
+              f"{os.cpu_count()} CPUs, {cores} usable; tf.data maps (num_parallel_calls=AUTOTUNE) on an inter-op "
+              f"pool of {pool} threads; augmentation dmltf (RandomResizedCrop 224 + flip)")
+        print(f"step consumption: {step_rate:.1f} images/s ({step_what})")
+        print(f"{'format':<16}{'convert img/s':>15}{'stored MB':>11}{'in RAM':>8}{'pipeline img/s':>16}"
+              f"{'cores busy':>12}{'step img/s':>12}{'keeps up':>10}")
         for fmt, encoding in (("hdf5", "raw"), ("hdf5", "jpeg"), ("tfrecord", "raw"), ("tfrecord", "jpeg")):
             out = os.path.join(tmp, f"{fmt}_{encoding}" + (".h5" if fmt == "hdf5" else ""))
             seconds = convert(root, out, fmt, encoding, args.workers)
             split = data.open_dataset(out).split("train")
-            rate = time_pipeline(split, args.epochs, args.P, args.K)
+            rate, busy = time_pipeline(split, args.epochs, args.P, args.K)
             print(f"{fmt + ' ' + encoding:<16}{args.images / seconds:>15.0f}{split.stored_bytes / 2**20:>11.1f}"
-                  f"{str(split.fits_in_memory()):>8}{rate:>16.0f}")
+                  f"{str(split.fits_in_memory()):>8}{rate:>16.0f}{busy:>12.1f}{step_rate:>12.1f}"
+                  f"{'yes' if rate >= step_rate else 'no':>10}")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Runs from a checkout without installing: the repository root holds the dmltf package.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from dmltf import startup  # noqa: E402
-
-startup.start_tensorflow()
+# No TensorFlow here: it is started (quietly) only to write TFRecords, see common.run_cli.
 from dmltf.data.raw.cub200 import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -87,10 +87,14 @@ class SeededLayer(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="dmltf")
 class L2Normalize(keras.layers.Layer):
-    """x / ||x|| along the last axis (computed in float32)."""
+    """x / ||x|| along the last axis, computed and returned in float32, also under mixed
+    precision: it is the embedding that losses, evaluation and exports read."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**{**kwargs, "dtype": "float32"})
 
     def call(self, x):
-        return ops.cast(l2_normalize(ops.cast(x, "float32")), self.compute_dtype)
+        return l2_normalize(ops.cast(x, "float32"))
 
     def compute_output_shape(self, input_shape):
         return input_shape

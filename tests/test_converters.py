@@ -637,3 +637,23 @@ def test_dvml_layout_rejects_one_channel(raw_root, tmp_path, capsys):
     code, _, err = run(cars196.main, ["--root", root / "cars", "--output", tmp_path / "d.h5", "--layout", "dvml",
                                       "--channels", "1"], capsys)
     assert code == 1 and "--layout dvml fixes --channels 3" in err
+
+
+def test_converters_import_and_write_hdf5_without_tensorflow(raw_root, tmp_path):
+    """The four converter scripts and a whole HDF5 conversion never import TensorFlow (3-9 s of
+    start-up for nothing); only TFRecord output needs it (dmltf/data/raw/common.py run_cli). One
+    fresh interpreter: this one has TensorFlow loaded already."""
+    root, _ = raw_root
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "folder.h5"
+    code = (
+        "import runpy, sys\n"
+        "for name in ('cars196', 'cub200', 'sop', 'folder'):\n"
+        "    main = runpy.run_path(f'datasets/{name}_converter.py', run_name='imported')['main']\n"
+        f"assert main(['--root', {str(root / 'folder')!r}, '--output', {str(out)!r}, '--size', '16']) == 0\n"
+        "loaded = sorted(m for m in ('tensorflow', 'keras', 'jax') if m in sys.modules)\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert open_dataset(str(out)).split("train").num_examples > 0

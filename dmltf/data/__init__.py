@@ -11,13 +11,43 @@ Modules:
     pipeline.py       train_dataset / eval_dataset
     images.py         JPEG encoding and header checks for the writers
 
+The names below are imported on first use (module ``__getattr__``, PEP 562): the converters
+write HDF5 through ``DatasetWriter`` without importing TensorFlow (3-9 s), which only the
+pipeline, the augmentations, the preprocessing and the TFRecord format need.
+
 Example:
     >>> import numpy as np
     >>> from dmltf.data import ArraySplit
     >>> ArraySplit(np.zeros((2, 8, 8, 1), np.uint8), [0, 1]).num_classes
     2
 """
-from dmltf.data import augmentation, preprocessing, samplers  # noqa: F401
-from dmltf.data.pipeline import eval_dataset, train_dataset  # noqa: F401
-from dmltf.data.splits import ArraySplit, Split, open_dataset  # noqa: F401
-from dmltf.data.writer import DatasetWriter  # noqa: F401
+import importlib
+
+# public name -> (module, attribute or None for the module itself)
+_LAZY = {
+    "augmentation": ("dmltf.data.augmentation", None),
+    "preprocessing": ("dmltf.data.preprocessing", None),
+    "samplers": ("dmltf.data.samplers", None),
+    "train_dataset": ("dmltf.data.pipeline", "train_dataset"),
+    "eval_dataset": ("dmltf.data.pipeline", "eval_dataset"),
+    "ArraySplit": ("dmltf.data.splits", "ArraySplit"),
+    "Split": ("dmltf.data.splits", "Split"),
+    "open_dataset": ("dmltf.data.splits", "open_dataset"),
+    "DatasetWriter": ("dmltf.data.writer", "DatasetWriter"),
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = importlib.import_module(module)
+    if attribute is not None:
+        value = getattr(value, attribute)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

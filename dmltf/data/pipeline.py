@@ -14,7 +14,9 @@ the last partial batch included.
 Stages: index batches (numpy) -> one vectorised gather per batch (``numpy.take`` on the split
 held in RAM, or contiguous HDF5 row reads when streamed; see ``splits.py``) -> per image, in
 parallel: JPEG decode, augmentation preset -> batch -> preprocessing of the whole batch ->
-prefetch.
+prefetch. Evaluation caches its decoded, transformed images when they fit (``eval_dataset``);
+training caches only the stored images (``splits.py``): its decode and random augmentation
+run every epoch, after the cache point.
 
 Example:
     >>> import numpy as np
@@ -30,6 +32,7 @@ import tensorflow as tf
 
 from dmltf.data import augmentation as augmentations
 from dmltf.data import preprocessing as preprocessings
+from dmltf.data.splits import memory_budget
 
 # libjpeg's accurate integer DCT: the same pixels as Pillow's default decoder.
 _DCT = "INTEGER_ACCURATE"
@@ -124,22 +127,48 @@ def train_dataset(split, sampler, *, seed, epoch, augmentation="none", preproces
             .prefetch(AUTOTUNE))
 
 
-def eval_dataset(split, batch_size, *, augmentation="none", preprocessing="none", image_size=None):
-    """``(images, labels)`` batches in file order with the split's labels; last batch may be partial."""
+def eval_dataset(split, batch_size, *, augmentation="none", preprocessing="none", image_size=None, cache_bytes=None):
+    """``(images, labels)`` batches in file order with the split's labels; last batch may be partial.
+
+    The eval transform (JPEG decode, resize / centre crop: deterministic) is done once per split:
+    its float32 outputs, before preprocessing, are kept in memory by the first complete pass
+    (``tf.data`` cache, held by the split, keyed by the preset name and output shape) and later
+    eval datasets of the same split and transform read them from there, when they take at most
+    ``cache_bytes`` (default :func:`dmltf.data.splits.memory_budget`: ``$DMLTF_DATA_RAM_BYTES``,
+    else half the available RAM; 0 never caches). An augmentation given as an object is not
+    cached (its name does not identify its parameters). The values and order are the same
+    either way (:func:`eval_cache_key` says whether a split is cached).
+    """
     if int(batch_size) != batch_size or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     images = _Images(split, augmentation, preprocessing, image_size)
-    n = split.num_examples
-    labels = tf.constant(split.labels)
+    key = eval_cache_key(split, images, augmentation, cache_bytes)
+    transformed = split.eval_cache.get(key) if key else None
+    if transformed is None:
+        n = split.num_examples
+        labels = tf.constant(split.labels)
 
-    def load(start):
-        indices = tf.range(start, tf.minimum(start + batch_size, n))
-        return images.load(indices), tf.gather(labels, indices)
+        def load(start):
+            indices = tf.range(start, tf.minimum(start + batch_size, n))
+            return images.load(indices), tf.gather(labels, indices)
 
-    return (tf.data.Dataset.range(0, n, batch_size)
-            .map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
-            .unbatch()
-            .map(lambda x, y: (images.transform(x), y), num_parallel_calls=AUTOTUNE, deterministic=True)
+        transformed = (tf.data.Dataset.range(0, n, batch_size)
+                       .map(load, num_parallel_calls=AUTOTUNE, deterministic=True)
+                       .unbatch()
+                       .map(lambda x, y: (images.transform(x), y), num_parallel_calls=AUTOTUNE, deterministic=True))
+        if key:
+            transformed = split.eval_cache[key] = transformed.cache()
+    return (transformed
             .batch(batch_size)
             .map(images.preprocess, num_parallel_calls=AUTOTUNE, deterministic=True)
             .prefetch(AUTOTUNE))
+
+
+def eval_cache_key(split, images, augmentation, cache_bytes=None):
+    """The key under which :func:`eval_dataset` caches ``split``'s transformed images, or None
+    when they are not cached (over ``cache_bytes``, or an augmentation object)."""
+    if not isinstance(augmentation, str):
+        return None
+    limit = memory_budget() if cache_bytes is None else int(cache_bytes)
+    decoded_bytes = split.num_examples * int(np.prod(images.shape)) * np.dtype(np.float32).itemsize
+    return (augmentation, tuple(images.shape)) if decoded_bytes <= limit else None

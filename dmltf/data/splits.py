@@ -77,6 +77,7 @@ class Split:
         self.extra_labels = {k: np.asarray(v, np.int64) for k, v in (extra_labels or {}).items()}
         self.class_ids = np.unique(self.labels)
         self._cache = None
+        self.eval_cache = {}  # pipeline.eval_dataset's cached transforms: key -> tf.data dataset
 
     @property
     def num_examples(self):

@@ -36,7 +36,6 @@ import numpy as np
 
 from dmltf.data import images as imglib
 from dmltf.data.hdf5 import HDF5Writer
-from dmltf.data.tfrecord import TFRecordWriter
 
 FORMATS = ("hdf5", "tfrecord")
 ENCODINGS = ("raw", "jpeg")
@@ -121,7 +120,10 @@ class DatasetWriter:
         remove_stale_partials(self.path)
         self._tmp = partial_name(self.path, os.getpid())
         kwargs = {"shard_bytes": shard_bytes} if format == "tfrecord" else {}
-        backend = HDF5Writer if format == "hdf5" else TFRecordWriter
+        if format == "hdf5":
+            backend = HDF5Writer
+        else:  # imported here: TensorFlow is needed for TFRecords only
+            from dmltf.data.tfrecord import TFRecordWriter as backend
         self._out = backend(self._tmp, self.class_names, **kwargs)
         self._split = None
         self._done_splits = set()

@@ -172,7 +172,10 @@ def build_drml_models(feature_model, *, branches=4, embedding_dim=512, relationa
     if embedding_dim % branches:
         raise ValueError(f"DRML's embedding (--embedding_dim={embedding_dim}) concatenates --drml_branches={branches} "
                          f"equal nodes: {embedding_dim} is not a multiple of {branches}")
-    embedder = RelationEmbedder(branches, embedding_dim // branches, relational, name="relation_embedder")
+    # float32 whatever the policy: its L1 / L2 normalisations' 1e-12 floors underflow half precision
+    # (0 / 0 scores), and it is a small head next to the trunk.
+    embedder = RelationEmbedder(branches, embedding_dim // branches, relational, name="relation_embedder",
+                                dtype="float32")
     images = keras.Input(feature_model.input_shape[1:], name="images")
     z = embedder(feature_model(images))[2]
     output = L2Normalize(name="l2_normalize")(z) if l2_normalize else z

@@ -270,7 +270,8 @@ class DVML(Method):
     # -- the Method contract --------------------------------------------------------------
     def compute_losses(self, batch, training=True):
         images, labels = batch
-        x, mu, log_var, z_inv = self.encoder(images, training=training)
+        # The sampling, the decoder's error and the KL term in float32 under mixed precision (exp overflows half).
+        x, mu, log_var, z_inv = (ops.cast(t, "float32") for t in self.encoder(images, training=training))
         phase, local = self.current_phase(), ops.shape(z_inv)[0]
         z_syn = z_inv[None] + mu[None] + ops.exp(0.5 * log_var)[None] * self._noise(local, self.train_steps)  # [T, b, E]
         if training:  # after the noise read the counter (stateful ops keep program order)
@@ -278,7 +279,7 @@ class DVML(Method):
             self.train_steps.assign_add(1)
         stopped = ops.stop_gradient(z_syn)
         decoder_input = stopped if self.mode == "reference" else ops.where(phase == 1, stopped, z_syn)
-        x_hat = self.decode(ops.reshape(decoder_input, (-1, self.embedding_dim)), phase, training)
+        x_hat = ops.cast(self.decode(ops.reshape(decoder_input, (-1, self.embedding_dim)), phase, training), "float32")
         squared_error = ops.sum(ops.square(ops.reshape(x_hat, (self.num_samples, local, -1)) - ops.stop_gradient(x)[None]), -1)
 
         # Per-sample terms travel with the embeddings in the one cross-replica gather, so every
@@ -287,7 +288,7 @@ class DVML(Method):
         recon_terms = ops.sum(squared_error if self.mode == "reference" else self._recon_per_sample(squared_error), 0)
         columns = [z_inv, z_syn[0], kl_terms[:, None], recon_terms[:, None]]
         if self.mode == "reference":
-            logits = self.classifier(ops.stop_gradient(x))
+            logits = ops.cast(self.classifier(ops.stop_gradient(x)), "float32")
             columns.append(keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)[:, None])
         labels_all, gathered = gather_global_batch(labels, ops.concatenate([ops.cast(c, "float32") for c in columns], 1))
         e = self.embedding_dim

@@ -137,7 +137,8 @@ class FlowContext(keras.layers.Layer):
     (:func:`image_seeds`), or z = 0 when ``deterministic``; returns the sample as [B, E]."""
 
     def __init__(self, flow, temperature=0.6, seed=0, deterministic=False, **kwargs):
-        super().__init__(**kwargs)
+        # float32 as the flow: a half-precision caller's autocast would reach the flow's weights.
+        super().__init__(**{**kwargs, "dtype": "float32"})
         self.flow = flow if isinstance(flow, ConditionalGlow) else keras.saving.deserialize_keras_object(flow)
         self.temperature, self.seed, self.deterministic = float(temperature), int(seed), bool(deterministic)
 
@@ -265,9 +266,10 @@ class LMMetric(Method):
         ``e1``, ``forward_states``, ``context`` (r), ``logits`` (policy), ``actions``, ``weights``."""
         labels, features = gather_global_batch(labels, self.feature_model(images, training=training))
         forward_states, backward_states = self.context(features)
-        e1 = self.mapping(features)
-        context = ops.sigmoid(self.mapping((forward_states + backward_states) / 2.0))
-        logits = self.policy(forward_states)
+        # What the flow, the losses and the policy's softmax read is float32 under mixed precision.
+        e1 = ops.cast(self.mapping(features), "float32")
+        context = ops.cast(ops.sigmoid(self.mapping((forward_states + backward_states) / 2.0)), "float32")
+        logits = ops.cast(self.policy(forward_states), "float32")
         actions = tf.random.stateless_categorical(logits, 1, self._seed(_ACTIONS), dtype=tf.int32)[:, 0]
         weights = ops.cast(actions + 1, "float32") / NUM_ACTIONS
         return {"labels": labels, "features": features, "e1": e1, "forward_states": forward_states,

@@ -91,6 +91,7 @@ class LocalResponseNorm(keras.layers.Layer):
 
     Uses ``tf.nn.local_response_normalization`` (keras.ops has no LRN), whose ``alpha`` is not
     divided by the window: TF's ``depth_radius=r, alpha=a`` equals ``size=2r+1, alpha=a*(2r+1)``.
+    Computed in float32 and returned in the layer's compute dtype (half under mixed precision).
     """
 
     def __init__(self, size=5, alpha=1e-4, beta=0.75, k=1.0, **kwargs):
@@ -100,9 +101,12 @@ class LocalResponseNorm(keras.layers.Layer):
         self.size, self.alpha, self.beta, self.k = int(size), float(alpha), float(beta), float(k)
 
     def call(self, x):
-        return tf.nn.local_response_normalization(
-            x, depth_radius=self.size // 2, bias=self.k, alpha=self.alpha / self.size, beta=self.beta
-        )
+        # In float32 under mixed precision: TF has no float16 LRN kernel on GPU nor a bfloat16 one on
+        # CPU, and the summed squares of activations overflow float16 (max 65504).
+        y = tf.nn.local_response_normalization(
+            tf.cast(x, tf.float32), depth_radius=self.size // 2, bias=self.k, alpha=self.alpha / self.size,
+            beta=self.beta)
+        return tf.cast(y, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape

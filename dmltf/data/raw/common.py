@@ -518,6 +518,10 @@ def run_cli(parser, build, argv=None):
     of a traceback.
     """
     args = parser.parse_args(argv)
+    if args.format == "tfrecord":  # only TFRecords need TensorFlow: started without its notices
+        from dmltf import startup
+
+        startup.start_tensorflow(argv)
     try:
         policy = resolve_args(args)  # option conflicts and an existing output fail before any work
         splits, class_names, metadata, canonical = build(args)
