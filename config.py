@@ -107,6 +107,11 @@ GROUPS = {
         "strategy": ("default", "default, mirrored or multi_worker (TF_CONFIG)."),
         "cpu_replicas": (0, "Split the CPU into N logical devices (test the mirrored path on CPU)."),
         "precision": ("float32", "float32, mixed_float16 or mixed_bfloat16."),
+        "jit_compile": ("auto", "Compile the training step's forward and backward pass and the embedding step with "
+                        "XLA: true, false, or auto (on when TensorFlow sees a GPU; off on CPU, where bench/backbone_speed.py "
+                        "measured the compiled step 1.3-6x slower on 2 cores, after 50-130 s of compiling at 224 px). "
+                        "A step XLA cannot compile says so once and runs without it. With XLA, TensorFlow's op "
+                        "determinism stays off (XLA has no deterministic max-pool gradient), so reruns are not bit-exact."),
         "logdir": ("runs/demo", "Checkpoints, TensorBoard logs and exports."),
         "resume": (False, "Continue from the last checkpoint in --logdir."),
         "overwrite": (False, "Start a new run in a --logdir that already holds one (the old run is moved aside)."),

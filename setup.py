@@ -27,7 +27,8 @@ setup(
         "test": ["pytest", "pytest-timeout", "pytest-xdist", "tensorflow-datasets", "importlib_resources",
                  "opencv-python-headless", "jax"],
         "tfds": ["tensorflow-datasets"],
-        # GPU faiss: replaces faiss-cpu on CUDA machines.
-        "gpu": ["faiss-gpu-cu12"],
+        # A bare CUDA 12 machine (bench/gpu_check.py): TensorFlow's CUDA libraries from pip and GPU
+        # faiss, which replaces faiss-cpu (both install the module faiss: see the README's GPU check).
+        "gpu": ["tensorflow[and-cuda]>=2.16", "faiss-gpu-cu12"],
     },
 )

@@ -10,7 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from dmltf.training import builders, validation
-from dmltf.training.trainer import Trainer, embed_split, evaluate_embeddings, linear_probe_split, make_strategy
+from dmltf.training.trainer import (Trainer, embed_split, evaluate_embeddings, linear_probe_split, make_strategy,
+                                    resolve_jit_compile)
 
 
 # tf.distribute's public names for its internal strategy classes.
@@ -21,7 +22,10 @@ _PUBLIC_NAMES = {"CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
 def build_trainer(cfg, strategy=None):
     """Seeds, precision policy, strategy, splits and the Trainer for ``cfg``."""
     keras.utils.set_random_seed(cfg.seed)
-    tf.config.experimental.enable_op_determinism()
+    # XLA has no deterministic max-pool gradient: under op determinism every pooling backbone
+    # would fall back, so an XLA run gives up bit-exact reruns for speed.
+    if not resolve_jit_compile(cfg.jit_compile):
+        tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("float32" if cfg.precision == "float32" else cfg.precision)
     strategy = strategy or make_strategy(cfg.strategy)
     train_split, eval_split = builders.load_splits(cfg)

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import dmltf.models  # noqa: F401  (registers the custom layers a saved model may hold)
 from dmltf import data
-from dmltf.training.trainer import embed_batches, read_json
+from dmltf.training.trainer import XLAFallback, embed_batches, read_json, resolve_jit_compile
 
 
 class NonFiniteEmbeddings(ValueError):
@@ -21,10 +21,13 @@ class NonFiniteEmbeddings(ValueError):
 class Embedder:
     """``embed(split)`` / ``embed_images(uint8 images)`` with the training run's input handling.
 
-    ``source`` names the run or model in messages."""
+    ``source`` names the run or model in messages; ``jit_compile``: ``fn`` compiled with XLA (a
+    function XLA cannot compile says so once and runs without it)."""
 
-    def __init__(self, fn, augmentation, preprocessing, image_size, input_shape, batch_size=256, *, source):
-        traced = tf.function(fn, reduce_retracing=True)
+    def __init__(self, fn, augmentation, preprocessing, image_size, input_shape, batch_size=256, *, source,
+                 jit_compile=False):
+        traced = XLAFallback(lambda xla: tf.function(fn, reduce_retracing=True, jit_compile=xla),
+                             f"the embedding step of {source}", jit_compile)
         if input_shape[-1] == 1:  # a grayscale model fed images decoded as RGB (JPEG of any size)
             # Converted before the traced call, on the batch's concrete shape: a relaxed trace
             # (reduce_retracing) no longer knows the channel count.
@@ -72,7 +75,8 @@ def from_run(run_dir, which="best", batch_size=256, defaults=None):
     method = builders.build_method(cfg, info)
     tf.train.Checkpoint(method=method).restore(path).expect_partial().assert_existing_objects_matched()
     embedder = Embedder(method.embed, cfg.augmentation, builders.preprocessing(cfg), cfg.image_size, info.input_shape,
-                        batch_size, source=f"run {run_dir} (checkpoint {path})")
+                        batch_size, source=f"run {run_dir} (checkpoint {path})",
+                        jit_compile=resolve_jit_compile(getattr(cfg, "jit_compile", "auto")))
     return embedder, cfg
 
 

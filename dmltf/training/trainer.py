@@ -34,11 +34,15 @@ epoch with its next batch.
 ``--early_stop_patience`` ends the run at the end of an epoch once --best_metric has not improved
 for that many evaluations (the count is rebuilt from the history on --resume).
 ``--save_embeddings`` writes the last evaluation's embeddings (:func:`write_embeddings`).
+``--jit_compile`` compiles each replica's forward and backward pass and the embedding step with
+XLA (:func:`resolve_jit_compile`; a step XLA cannot compile warns once and runs without it:
+:class:`XLAFallback`); a single replica's batches are prefetched to its GPU.
 """
 import collections
 import glob
 import json
 import os
+import re
 import sys
 import time
 
@@ -79,11 +83,16 @@ def distribute_batches(strategy, make_dataset, global_batch):
     """Global P x K batches -> each replica's contiguous share (whole class groups per replica).
 
     ``make_dataset(shard)`` returns the global batches (``shard=None``) or, per input pipeline
-    (one per worker), only that worker's contiguous share ``shard=(index, count)``.
+    (one per worker), only that worker's contiguous share ``shard=(index, count)``. The batches
+    are copied to the replicas' devices ahead of the step, in order.
     """
     replicas = strategy.num_replicas_in_sync
     if replicas == 1:
-        return make_dataset(None)
+        device = prefetch_device()
+        dataset = make_dataset(None)
+        # The step's device gets the next batches while it computes (as distribute_datasets_from_function's
+        # experimental_fetch_to_device does for N replicas); a CPU step reads the host batches as they are.
+        return dataset if device is None else dataset.apply(tf.data.experimental.prefetch_to_device(device, 2))
     if global_batch % replicas:
         raise ValueError(f"global batch {global_batch} is not divisible by {replicas} replicas")
     per_replica = global_batch // replicas
@@ -104,7 +113,8 @@ def distribute_batches(strategy, make_dataset, global_batch):
 
 def embed_split(method, split, cfg, preprocessing):
     """Embeddings and labels of a whole split, in file order."""
-    return embed_batches(_compiled_embed(method), split, cfg.eval_batch_size, augmentation=cfg.augmentation,
+    embed_fn = _compiled_embed(method, resolve_jit_compile(cfg.jit_compile))
+    return embed_batches(embed_fn, split, cfg.eval_batch_size, augmentation=cfg.augmentation,
                          preprocessing=preprocessing, image_size=cfg.image_size or None)
 
 
@@ -134,11 +144,89 @@ def split_images(split, size=64):
     return fetch
 
 
-def _compiled_embed(method):
-    """One traced ``embed`` per method (a batch dimension of any size)."""
-    if not hasattr(method, "_dmltf_embed_fn"):
-        method._dmltf_embed_fn = tf.function(method.embed, reduce_retracing=True)
-    return method._dmltf_embed_fn
+def _compiled_embed(method, jit_compile=False):
+    """One traced ``embed`` per method and XLA setting (a batch dimension of any size; XLA
+    compiles once per batch size it meets)."""
+    if not hasattr(method, "_dmltf_embed_fns"):
+        method._dmltf_embed_fns = {}
+    if jit_compile not in method._dmltf_embed_fns:
+        method._dmltf_embed_fns[jit_compile] = XLAFallback(
+            lambda xla: tf.function(method.embed, reduce_retracing=True, jit_compile=xla),
+            f"the embedding step of {type(method).__name__}", jit_compile)
+    return method._dmltf_embed_fns[jit_compile]
+
+
+JIT_COMPILE_VALUES = ("auto", "true", "false")  # --jit_compile
+
+
+def resolve_jit_compile(value):
+    """``--jit_compile`` as a bool: ``true``/``false`` as given, ``auto`` on when TensorFlow sees
+    a GPU and off on CPU (on 2 CPU cores bench/backbone_speed.py measured every registry backbone's
+    compiled step 1.3-6x slower than the plain one, after 50-130 s of compiling at 224 px)."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).lower()
+    if text not in JIT_COMPILE_VALUES:
+        raise ValueError(f"--jit_compile must be one of {', '.join(JIT_COMPILE_VALUES)}, got {value!r}")
+    if text == "auto":
+        return bool(tf.config.list_logical_devices("GPU"))
+    return text == "true"
+
+
+def prefetch_device():
+    """The device a single-replica step runs on when it is not the host's: the first GPU, else None."""
+    gpus = tf.config.list_logical_devices("GPU")
+    return gpus[0].name if gpus else None
+
+
+class XLAFallback:
+    """Calls ``build(jit_compile)`` (a traced function) compiled with XLA if ``jit_compile``; if
+    XLA cannot compile it (an op without an XLA kernel such as a py_function; under op
+    determinism, a max-pool gradient; a replica's variable on another logical CPU), prints one
+    warning naming ``what`` and the line of the XLA error that says why (:func:`xla_error_line`),
+    and from then on runs ``build(False)``, starting with the same arguments. The failure is the
+    compile's, before the function ran: no variable was updated (the trainer's step counter
+    waits for the replicas' results) and the caller's batch is used again."""
+
+    def __init__(self, build, what, jit_compile):
+        self.build, self.what, self.jit_compile = build, what, jit_compile
+        self.fn = build(jit_compile)
+
+    def __call__(self, *args):
+        if not self.jit_compile:
+            return self.fn(*args)
+        try:
+            return self.fn(*args)
+        except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
+            if not is_xla_compile_error(e):
+                raise
+            print(f"warning: --jit_compile: {self.what} does not compile with XLA ({xla_error_line(e)}); it runs "
+                  f"without XLA", flush=True)
+        self.jit_compile = False
+        self.fn = self.build(False)
+        return self.fn(*args)
+
+
+def is_xla_compile_error(error):
+    """Whether a TensorFlow error is XLA's refusal to compile or place a function (XLA's messages
+    name it, or its known-issues page: e.g. a replica's variable on another logical CPU)."""
+    message = (getattr(error, "message", None) or str(error)).lower()
+    return "xla" in message or "compile-time constant" in message
+
+
+def xla_error_line(error):
+    """The line of an XLA compile error that says why: the unsupported operations, else the line
+    TensorFlow puts before the failing node (a graph error starts with a header and the node's
+    definition), without the traced function's attribute list."""
+    message = getattr(error, "message", None) or str(error)
+    lines = [line.strip() for line in message.splitlines()]
+    reason = next((line for line in lines if line.startswith("Detected unsupported operations")), None)
+    if reason is None:
+        node = next((i for i, line in enumerate(lines) if line.startswith("[[")), len(lines))
+        said = [line for line in lines[:node] if line and not line.startswith("Cf. ")]  # not a link to XLA's docs
+        reason = said[-1] if said else _first_line(error)
+    reason = re.sub(r"^\(\d+\) [A-Z_]+: *", "", reason)  # "(0) INVALID_ARGUMENT: " of a multi-replica error
+    return re.sub(r"\[_XlaMustCompile[^\]]*\]|\{\{node [^}]*\}\}", "", reason).strip()
 
 
 def evaluate_embeddings(embeddings, labels, cfg, probe=None):
@@ -173,7 +261,7 @@ RESUME_SAFE_KEYS = frozenset({
     "lr", "schedule", "lr_step_size", "lr_gamma", "lr_milestones", "lr_boundaries", "lr_warmup_epochs",
     "group_lrs", "group_lr_multipliers", "loss_lr_multiplier", "weight_decay", "group_weight_decays",
     "clip_grad_value", "clip_grad_norm", "clip_grad_steps", "lr_schedule_after_warmup",
-    "strategy", "cpu_replicas", "nonfinite", "init_from",
+    "strategy", "cpu_replicas", "nonfinite", "init_from", "jit_compile",
     "threads", "checkpoint_every", "checkpoint_every_steps", "early_stop_patience", "save_embeddings",
 })
 # Keys of a history.json record that time an epoch (not in ``Trainer.history``, the evaluations).
@@ -379,7 +467,8 @@ class Trainer:
         self.best_manager = tf.train.CheckpointManager(self.best_checkpoint, os.path.join(self.logdir, "best"),
                                                        max_to_keep=1)
         self._writer = None
-        self._step_fns = {}
+        self.jit_compile = resolve_jit_compile(cfg.jit_compile)  # the steps' XLA setting (--jit_compile)
+        self._step_fns = {}  # (active groups, clip) -> XLAFallback
         self.records = []  # history.json: epoch ends and evaluations (see fit)
         self.training_seconds = 0.0  # this run's training time, over --resume too
         self._evals_since_best = 0
@@ -471,45 +560,60 @@ class Trainer:
         per value of ``_checked(active)`` (set where it is non-finite on any replica; then no
         update is applied) and a flag per active group, set where the group's weights are
         non-finite after the update (finite gradients can still overflow them, e.g. a decoupled
-        weight decay with lr x wd > 2)."""
+        weight decay with lr x wd > 2). With ``--jit_compile`` each replica's forward and backward
+        pass is compiled with XLA (see :meth:`_build_step`); once a step has fallen back
+        (:class:`XLAFallback`), the steps traced after it are not compiled either."""
         key = (tuple(g.name for g in active), clip)
         if key not in self._step_fns:
-            scaled = self.cfg.precision == "mixed_float16"
-            replicas = self.strategy.num_replicas_in_sync
-            # One backward pass per loss key; under float16 loss scaling each group's optimizer
-            # has its own scale, so each group gets its own pass.
-            keys = [g.name if scaled else g.loss_key for g in active]
-            loss_keys = list(dict.fromkeys(g.loss_key for g in active))
-
-            def replica_step(batch):
-                with tf.GradientTape(persistent=True) as tape:
-                    losses = self.method.compute_losses(batch, training=True)
-                    # Each replica holds the global-batch value; the optimizers sum the replicas'
-                    # gradients, so each replica contributes 1/N of it.
-                    targets = {k: g.optimizer.scale_loss(losses[g.loss_key] / replicas) for k, g in zip(keys, active)}
-                grads = gradients_by_target(tape, targets, [(k, g.group.variables) for k, g in zip(keys, active)])
-                del tape
-                values = [losses[k] for k in loss_keys] + ([] if scaled else grads)
-                return losses, grads, _nonfinite_flags(values)
-
-            def apply(grads):
-                for g, group_grads in zip(active, grads):
-                    g.apply(group_grads, clip)
-
-            def step(dist_batch):
-                losses, grads, nonfinite = self.strategy.run(replica_step, args=(dist_batch,))
-                # Each replica's gradients are its own share: any replica's flag stops the update
-                # on all of them. The cond is taken in cross-replica context, as the optimizers'
-                # merge_call requires.
-                nonfinite = self.strategy.reduce(tf.distribute.ReduceOp.SUM, nonfinite, axis=None) > 0
-                tf.cond(tf.reduce_any(nonfinite), lambda: None, lambda: self.strategy.run(apply, args=(grads,)))
-                overflowed = _nonfinite_flags([g.group.variables for g in active]) > 0
-                self.step.assign_add(1)
-                means = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in losses.items()}
-                return means, nonfinite, overflowed
-
-            self._step_fns[key] = tf.function(step)
+            jit_compile = self.jit_compile and all(f.jit_compile for f in self._step_fns.values())
+            what = f"the training step of {', '.join(repr(g.name) for g in active)}{' (clipped)' if clip else ''}"
+            self._step_fns[key] = XLAFallback(lambda xla: self._build_step(active, clip, xla), what, jit_compile)
         return self._step_fns[key]
+
+    def _build_step(self, active, clip, jit_compile):
+        """The ``tf.function`` of :meth:`_step_fn`. Under XLA, only the replica's losses, gradients
+        and flags are compiled (where the compute is, as Keras' own trainer compiles its
+        replica step): the cross-replica reduce, the ``tf.cond`` and the optimizers' merge_call
+        must stay outside it."""
+        scaled = self.cfg.precision == "mixed_float16"
+        replicas = self.strategy.num_replicas_in_sync
+        # One backward pass per loss key; under float16 loss scaling each group's optimizer
+        # has its own scale, so each group gets its own pass.
+        keys = [g.name if scaled else g.loss_key for g in active]
+        loss_keys = list(dict.fromkeys(g.loss_key for g in active))
+
+        def forward_backward(batch):
+            with tf.GradientTape(persistent=True) as tape:
+                losses = self.method.compute_losses(batch, training=True)
+                # Each replica holds the global-batch value; the optimizers sum the replicas'
+                # gradients, so each replica contributes 1/N of it.
+                targets = {k: g.optimizer.scale_loss(losses[g.loss_key] / replicas) for k, g in zip(keys, active)}
+            grads = gradients_by_target(tape, targets, [(k, g.group.variables) for k, g in zip(keys, active)])
+            del tape
+            values = [losses[k] for k in loss_keys] + ([] if scaled else grads)
+            return losses, grads, _nonfinite_flags(values)
+
+        replica_step = tf.function(forward_backward, jit_compile=True) if jit_compile else forward_backward
+
+        def apply(grads):
+            for g, group_grads in zip(active, grads):
+                g.apply(group_grads, clip)
+
+        def step(dist_batch):
+            losses, grads, nonfinite = self.strategy.run(replica_step, args=(dist_batch,))
+            # Each replica's gradients are its own share: any replica's flag stops the update
+            # on all of them. The cond is taken in cross-replica context, as the optimizers'
+            # merge_call requires.
+            nonfinite = self.strategy.reduce(tf.distribute.ReduceOp.SUM, nonfinite, axis=None) > 0
+            tf.cond(tf.reduce_any(nonfinite), lambda: None, lambda: self.strategy.run(apply, args=(grads,)))
+            overflowed = _nonfinite_flags([g.group.variables for g in active]) > 0
+            # After the replicas' step: one that fails (XLA's compile: see XLAFallback) counts no step.
+            with tf.control_dependencies([nonfinite]):
+                self.step.assign_add(1)
+            means = {k: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in losses.items()}
+            return means, nonfinite, overflowed
+
+        return tf.function(step)
 
     # -- the loop -----------------------------------------------------------------------
     def restore(self):
