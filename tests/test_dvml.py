@@ -263,7 +263,7 @@ def test_flagfile_runs_end_to_end(flagfile, dvml_file, tmp_path):
     done = run_script(os.path.join(REPO, "train", "main.py"),
                       "--flagfile=" + os.path.join(REPO, "train", "configs", flagfile), f"--dataset={dvml_file}",
                       "--backbone=small_cnn", "--backbone_weights=", f"--logdir={logdir}", "--progress=none",
-                      "--export=false", "--tb_neighbours=0", "--tb_projector_points=0", *overrides)
+                      "--export=false", "--tb_neighbours=0", "--tb_projector_points=0", "--image_size=64", *overrides)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "recall@32" in done.stdout and "nmi" in done.stdout
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
