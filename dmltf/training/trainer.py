@@ -169,7 +169,9 @@ def resolve_jit_compile(value):
     if text not in JIT_COMPILE_VALUES:
         raise ValueError(f"--jit_compile must be one of {', '.join(JIT_COMPILE_VALUES)}, got {value!r}")
     if text == "auto":
-        return bool(tf.config.list_logical_devices("GPU"))
+        # The physical list: listing logical devices would start the runtime before the strategy
+        # (a multi-worker strategy's collectives, --cpu_replicas' split) can configure it.
+        return bool(tf.config.list_physical_devices("GPU"))
     return text == "true"
 
 
