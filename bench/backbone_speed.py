@@ -29,6 +29,7 @@ import tensorflow as tf  # noqa: E402
 
 from dmltf import losses  # noqa: E402
 from dmltf.models import backbones, build_embedding_model  # noqa: E402
+from dmltf.training.trainer import first_line  # noqa: E402
 
 DEFAULT = ("googlenet", "googlenet_dvml", "bn_inception", "resnet50_torch", "resnet50", "inception_v3", "mobilenet_v2")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -84,15 +85,10 @@ def timed_cell(name, args, jit_compile):
     except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError) as e:
         if not jit_compile:
             raise
-        return None, f"XLA failed: {_first_line(e)}"
+        return None, f"XLA failed: {first_line(e)}"
     finally:
         keras.backend.clear_session()
     return (warmup, seconds), None
-
-
-def _first_line(error):
-    message = (getattr(error, "message", None) or str(error)).strip()
-    return message.splitlines()[0] if message else type(error).__name__
 
 
 def main():

@@ -42,6 +42,7 @@ import tensorflow as tf  # noqa: E402
 
 import backbone_speed  # noqa: E402  (bench/, beside this file)
 from dmltf import evaluation  # noqa: E402
+from dmltf.training.trainer import first_line  # noqa: E402
 
 # Global batches of the recipes in train/configs (P x K): ResNet-50 (torch) LM-Metric on
 # CUB/Cars (45 x 4), BN-Inception Proxy-Anchor (180 x 1), GoogLeNet DVML (30 x 4).
@@ -84,7 +85,7 @@ def training_rows(batches, size, steps, on_gpu):
                     backbone_speed.training_step(name, size, batch, precision=policy, jit_compile=xla), steps)
                 figures = f"{batch / seconds:9.1f} {seconds:8.3f} {warmup:9.1f}"
             except (tf.errors.OpError, ValueError) as e:  # one cell fails (e.g. out of memory), the table goes on
-                figures = f"failed: {backbone_speed._first_line(e)}"
+                figures = f"failed: {first_line(e)}"
             finally:
                 keras.backend.clear_session()
             print(f"{name:16s} {batch:5d} {label:>22s} {figures}", flush=True)

@@ -53,11 +53,9 @@ def child(argv, launched):
     mark("entry_module")
     from absl import flags
 
-    import config
-
     entry.define_flags()
     flags.FLAGS(["train/main.py", *argv])
-    cfg = config.make(**{name: flags.FLAGS[name].value for name in config.all_flags()})
+    cfg = entry.config_from_flags()
     entry.configure_devices(cfg.cpu_replicas, cfg.threads)
     mark("flags")
     from dmltf.training import builders, experiment

@@ -6,10 +6,11 @@ without, takes one step through the trainer's own path (``Trainer.train_epoch``)
 the losses it logged and every variable after it (the method's and the optimizers'), to float32
 tolerance: XLA fuses and reorders the float32 arithmetic.
 
-``build_trainer`` enables TensorFlow's op determinism, under which XLA refuses max-pool gradients
-(``MaxPoolGrad``: "no deterministic XLA implementation"; the small CNN pools): the tests of the
-compiled steps lift it once the trainers are built (:func:`without_op_determinism`), and one test
-checks that the refusal is a fallback with its reason.
+``build_trainer`` enables TensorFlow's op determinism (process-wide) for a trainer without XLA,
+and under it XLA refuses max-pool gradients (``MaxPoolGrad``: "no deterministic XLA
+implementation"; the small CNN pools): the tests of the compiled steps lift it once the trainers
+are built (:func:`without_op_determinism`), and one test checks that the refusal is a fallback
+with its reason.
 
 DVML's reparameterisation noise is a stateless draw keyed on (seed, step); XLA's stateless
 random kernels draw other numbers for the same key (an equally distributed draw), so the DVML
@@ -28,17 +29,11 @@ from dmltf.training import builders
 from dmltf.training.experiment import build_trainer
 from dmltf.training.trainer import _compiled_embed, embed_split, resolve_jit_compile
 from test_dvml import small_cfg as dvml_cfg
+from test_dvml import state  # every variable a step may change: the method's and the optimizers'
 from test_trainer import small_cfg
 
 RTOL, ATOL = 1e-4, 1e-5
 ONE_STEP = dict(epochs=1, max_steps_per_epoch=1)
-
-
-def state(trainer):
-    """Every variable a step may change: the method's (weights, BatchNorm statistics, a loss's
-    state) and the optimizers' (slots, iteration counts)."""
-    return ([v.numpy().copy() for v in trainer.method.variables]
-            + [v.numpy().copy() for g in trainer.groups for v in g.optimizer.variables])
 
 
 def assert_all_close(a, b, **tolerance):

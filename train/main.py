@@ -31,6 +31,11 @@ def define_flags():
             flags.DEFINE_string(name, default, help_text)
 
 
+def config_from_flags():
+    """The run's configuration from the parsed flags."""
+    return config.make(**{name: flags.FLAGS[name].value for name in config.all_flags()})
+
+
 def configure_devices(cpu_replicas, threads=0):
     """Must run before TensorFlow initialises its devices (``--cpu_replicas``) and its runtime
     (``--threads``, :func:`dmltf.training.trainer.configure_threads`)."""
@@ -50,7 +55,7 @@ def configure_devices(cpu_replicas, threads=0):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    cfg = config.make(**{name: flags.FLAGS[name].value for name in config.all_flags()})
+    cfg = config_from_flags()
     logging.set_verbosity(logging.WARNING)  # TF's checkpoint/export chatter
     try:
         configure_devices(cfg.cpu_replicas, cfg.threads)

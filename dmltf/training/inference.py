@@ -11,7 +11,7 @@ import tensorflow as tf
 
 import dmltf.models  # noqa: F401  (registers the custom layers a saved model may hold)
 from dmltf import data
-from dmltf.training.trainer import XLAFallback, embed_batches, read_json, resolve_jit_compile
+from dmltf.training.trainer import compiled_embedding_step, embed_batches, read_json, resolve_jit_compile
 
 
 class NonFiniteEmbeddings(ValueError):
@@ -26,8 +26,7 @@ class Embedder:
 
     def __init__(self, fn, augmentation, preprocessing, image_size, input_shape, batch_size=256, *, source,
                  jit_compile=False):
-        traced = XLAFallback(lambda xla: tf.function(fn, reduce_retracing=True, jit_compile=xla),
-                             f"the embedding step of {source}", jit_compile)
+        traced = compiled_embedding_step(fn, f"the embedding step of {source}", jit_compile)
         if input_shape[-1] == 1:  # a grayscale model fed images decoded as RGB (JPEG of any size)
             # Converted before the traced call, on the batch's concrete shape: a relaxed trace
             # (reduce_retracing) no longer knows the channel count.

@@ -150,10 +150,15 @@ def _compiled_embed(method, jit_compile=False):
     if not hasattr(method, "_dmltf_embed_fns"):
         method._dmltf_embed_fns = {}
     if jit_compile not in method._dmltf_embed_fns:
-        method._dmltf_embed_fns[jit_compile] = XLAFallback(
-            lambda xla: tf.function(method.embed, reduce_retracing=True, jit_compile=xla),
-            f"the embedding step of {type(method).__name__}", jit_compile)
+        method._dmltf_embed_fns[jit_compile] = compiled_embedding_step(
+            method.embed, f"the embedding step of {type(method).__name__}", jit_compile)
     return method._dmltf_embed_fns[jit_compile]
+
+
+def compiled_embedding_step(embed, what, jit_compile):
+    """``embed`` traced for a batch dimension of any size, compiled with XLA if ``jit_compile``
+    (falling back once, :class:`XLAFallback`, naming ``what``)."""
+    return XLAFallback(lambda xla: tf.function(embed, reduce_retracing=True, jit_compile=xla), what, jit_compile)
 
 
 JIT_COMPILE_VALUES = ("auto", "true", "false")  # --jit_compile
@@ -226,7 +231,7 @@ def xla_error_line(error):
     if reason is None:
         node = next((i for i, line in enumerate(lines) if line.startswith("[[")), len(lines))
         said = [line for line in lines[:node] if line and not line.startswith("Cf. ")]  # not a link to XLA's docs
-        reason = said[-1] if said else _first_line(error)
+        reason = said[-1] if said else first_line(error)
     reason = re.sub(r"^\(\d+\) [A-Z_]+: *", "", reason)  # "(0) INVALID_ARGUMENT: " of a multi-replica error
     return re.sub(r"\[_XlaMustCompile[^\]]*\]|\{\{node [^}]*\}\}", "", reason).strip()
 
@@ -364,7 +369,7 @@ def configure_threads(threads):
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError as e:
-        raise ValueError(f"--threads={threads}: TensorFlow's runtime is already initialised ({_first_line(e)}); "
+        raise ValueError(f"--threads={threads}: TensorFlow's runtime is already initialised ({first_line(e)}); "
                          f"set it before the first TensorFlow operation") from None
 
 
@@ -414,16 +419,17 @@ def checkpoint_damage(path):
     try:
         reader = tf.train.load_checkpoint(path)
     except tf.errors.OpError as e:
-        return f"{path}.index: {_first_line(e)}"
+        return f"{path}.index: {first_line(e)}"
     try:
         for name in reader.get_variable_to_shape_map():
             reader.get_tensor(name)
     except (tf.errors.OpError, IndexError) as e:  # IndexError: a truncated data file
-        return f"{', '.join(data_files)}: {_first_line(e)}"
+        return f"{', '.join(data_files)}: {first_line(e)}"
     return None
 
 
-def _first_line(error):
+def first_line(error):
+    """The first line of a TensorFlow error's message (its type's name when it has none)."""
     message = getattr(error, "message", None) or str(error)
     return message.strip().splitlines()[0] if message.strip() else type(error).__name__
 
